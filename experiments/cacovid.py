@@ -1,0 +1,50 @@
+"""CaCoVID on the embedded default, with the same `train` command and curriculum as SCORE.
+
+    python -m score_jax.train --config=experiments/cacovid.py
+
+The question-conditioned policy scores tokens and frames; rollouts come from Online Combinatorial
+Space Sampling (token mode), frame mode and one density-peak content rollout; PPO with asymmetric
+clipping over a per-batch replay memory, the sample rate moving on a ladder between visits. The
+authors' defaults (rate 0.02 of 196 tokens per frame, 23 + 8 + 1 rollouts, 5 visits) are scaled to
+the embedded model's 16 tokens per frame and a 2-core CPU.
+"""
+import os
+import sys
+
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(__file__))
+import curriculum  # noqa: E402
+
+
+def get_config():
+  c = curriculum.get_config()
+  c.method = "cacovid"
+  c.workdir = "workdirs/cacovid"
+  c.policy = ml_collections.ConfigDict()
+  c.policy.hidden = 64
+  c.policy.num_layers = 1
+  c.policy.num_heads = 4
+
+  c.cacovid = ml_collections.ConfigDict()
+  c.cacovid.base_ratio = 0.125       # 2 of 16 tokens per frame
+  c.cacovid.lam = 2.0                # l = 1 / (lam * rate) sub-spaces
+  c.cacovid.max_group_prob = 2.0
+  c.cacovid.within_clip = 2.0
+  c.cacovid.content_rollouts = 1
+  c.cacovid.token_rollouts = 6
+  c.cacovid.frame_rollouts = 2
+  c.cacovid.frame_ratio = 0.125
+  c.cacovid.knn = 4
+  c.cacovid.visits = 2
+  c.cacovid.eps_low = 0.2
+  c.cacovid.eps_high = 0.28
+  c.cacovid.kl_coef = 0.0
+  c.cacovid.ppo_epochs = 1
+  c.cacovid.position_mode = "original"
+
+  c.cacovid_eval = ml_collections.ConfigDict()
+  c.cacovid_eval.imp = 0.5           # share of the budget given by the per-frame scores; the rest is uniform
+  c.blind_filter = True              # drop training samples the frozen LLM answers right with no video
+  c.optim.learning_rate = 1e-3
+  return c

@@ -1,0 +1,72 @@
+"""SCORE on the embedded default: static pseudo-videos first, then dynamic videos.
+
+    python -m score_jax.train --config=experiments/curriculum.py
+    python -m score_jax.train --config=experiments/curriculum.py --config.workdir=/tmp/run --config.rl.group_size=4
+
+Runs on a 2-core CPU in minutes: the embedded tiny LLaVA-OneVision (built on first use if no copy is
+cached) is the frozen LLM; the policy keeps 10% of the 128 visual tokens of each 8-frame video.
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.method = "score"
+  c.workdir = "workdirs/curriculum"
+  c.seed = 0
+  c.batch_size = 8
+  # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos) or "video".
+  c.curriculum = "pseudo:150,video:350"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = "embedded"          # "embedded" or "hf" (a local Hugging Face LLaVA-OneVision folder)
+  c.model.checkpoint = ""            # folder for kind="hf"; for "embedded", "" = the default cache
+  c.model.dtype = "float32"
+  c.model.mesh = (-1, 1, 1)          # (data, fsdp, tensor); -1 fills the devices
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.hidden = 64
+  c.policy.num_layers = 1
+  c.policy.num_heads = 4
+  c.policy.use_residual = True
+  c.policy.use_surprise_scalar = True
+  c.policy.first_frame = "zero"      # residual of frame 0: "zero" | "self" | "mean"
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.ratio = 0.1
+  c.rl.group_size = 8
+  c.rl.sampler = "gumbel_topk"       # "gumbel_topk" (exactly k) | "bernoulli" (at most k)
+  c.rl.logprob = "plackett_luce"     # "plackett_luce" | "cheap_set" | "bernoulli" | "per_token"
+  c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
+  c.rl.task_reward = "correct"       # "correct" | "margin" | "correct+margin"
+  c.rl.comp_weight = 0.5
+  c.rl.eps_low = 0.2
+  c.rl.eps_high = 0.2
+  c.rl.kl_coef = 0.0
+  c.rl.ppo_epochs = 2
+  c.rl.position_mode = "original"    # "original" | "repacked"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 3e-3
+  c.optim.warmup_steps = 20
+  c.optim.weight_decay = 0.0
+  c.optim.grad_clip = 1.0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_size = 100_000
+  c.data.pseudo_video_mode = "slideshow"
+  c.data.num_threads = 2
+
+  c.checkpoint_every = 50
+  c.keep_checkpoints = 2
+  c.log_every = 10
+  c.crash_after_step = -1            # testing: exit abruptly right after this step's checkpoint
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.samples = 256
+  c.eval.batch_size = 32
+  c.eval.ratios = (1.0, 0.25, 0.1)
+  c.eval.methods = ("policy", "uniform_pool", "random", "residual", "oracle")
+  c.eval.random_seeds = 3
+  c.eval.at_end = True
+  return c

@@ -1,0 +1,152 @@
+"""Build the feature caches of an experiment's datasets: the frozen vision side, run once per video.
+
+    python -m score_jax.cache --config=experiments/llava_ov_7b.py [--strict] [--splits=train,eval] [--noverify]
+
+For each split whose dataset file is set (`config.data.train_file`, `config.data.eval_file`, JSONL
+format of `score_jax.data.jsonl_format`) it fills `config.data.cache_dir/<split>` with the visual
+tokens of `config.model.num_frames` frames per video (see `score_jax.data.feature_cache`). Bad
+samples are skipped with a warning and counted in one summary line per split; `--strict` makes them
+errors. Existing caches are checked and only missing, stale or corrupt entries are computed.
+
+Training and eval read a split with `open_source(config, split)`: the cache when it is current,
+otherwise (with a warning) the videos, decoded on every read.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from score_jax.data import feature_cache as fc
+from score_jax.data import jsonl_format as jf
+from score_jax.data import video_decode as vd
+from score_jax.data.image_preprocess import PreprocessSettings
+
+SPLITS = ("train", "eval")
+
+
+def _define_flags() -> dict:
+  """Command-line flags, defined only when this module runs as a program (imports stay side-effect free)."""
+  return dict(
+    config=config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config())."),
+    strict=flags.DEFINE_bool("strict", False, "treat a bad sample (annotation or video) as an error"),
+    splits=flags.DEFINE_list("splits", list(SPLITS), "which of config.data.{train,eval}_file to cache"),
+    verify=flags.DEFINE_bool("verify", True, "re-read existing entries and check their checksums"),
+  )
+
+
+
+def model_folder(model_config) -> str:
+  """The checkpoint folder of `config.model` (the embedded model is built on first use)."""
+  if model_config.kind == "embedded":
+    from score_jax.embedded import base_model
+    return base_model.ensure_base_model(model_config.checkpoint or base_model.DEFAULT_DIR)
+  if model_config.kind == "hf":
+    if not model_config.checkpoint:
+      raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
+    return os.path.expanduser(model_config.checkpoint)
+  raise ValueError(f"config.model.kind={model_config.kind!r}; expected 'embedded' or 'hf'.")
+
+
+def num_frames(model_config) -> int:
+  if model_config.kind == "embedded" and "num_frames" not in model_config:
+    from score_jax.embedded.world_text import WORLD
+    return WORLD.frames
+  return int(model_config.get("num_frames", 32))
+
+
+def split_paths(config, split: str) -> tuple[str, str]:
+  """(dataset JSONL file, cache folder) of a split; the file is "" when the config has none."""
+  if split not in SPLITS:
+    raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
+  dataset = os.path.expanduser(config.data.get(f"{split}_file", "") or "")
+  cache_root = os.path.expanduser(config.data.get("cache_dir", "") or "")
+  return dataset, (os.path.join(cache_root, split) if cache_root else "")
+
+
+def expected_settings(config) -> dict:
+  """The manifest settings a cache for this config must have (no weights loaded onto devices)."""
+  from score_jax.models import hf_loading
+  from score_jax.models.configs import LlavaOnevisionConfig
+  folder = model_folder(config.model)
+  cfg = hf_loading.parse_config(folder, LlavaOnevisionConfig.from_hf)
+  return fc.cache_settings(folder, num_frames(config.model), PreprocessSettings.from_folder(folder),
+                           config.model.dtype, cfg.tokens_per_frame, cfg.text.hidden_size)
+
+
+def build(config, splits=SPLITS, strict: bool = False, verify: bool = True, encoder=None) -> dict:
+  """Builds or updates each split's cache; {split: CacheReport}."""
+  reports = {}
+  for split in splits:
+    dataset, cache_dir = split_paths(config, split)
+    if not dataset:
+      logging.info("config.data.%s_file is not set; no %s cache.", split, split)
+      continue
+    if not cache_dir:
+      raise ValueError("config.data.cache_dir is not set: where should the feature cache go?")
+    if encoder is None:
+      from score_jax.models import sharding as shd
+      mesh = shd.make_mesh(tuple(config.model.mesh))
+      encoder = fc.VisionEncoder.load(model_folder(config.model), config.model.dtype, mesh)
+    reports[split] = fc.build_cache(
+        dataset, cache_dir, encoder, num_frames(config.model), strict=strict, verify=verify,
+        batch_size=config.data.get("cache_batch_size", 4), decode_threads=config.data.get("decode_threads", 2))
+  return reports
+
+
+def _probe_ok(samples, frames: int, problems: jf.ProblemLog) -> list:
+  """Samples whose video header opens and holds enough frames (skipped into `problems` otherwise)."""
+  out = []
+  for s in samples:
+    try:
+      vd.sample_indices(vd.probe(s.video), frames, s.start, s.end, s.video)
+    except vd.VideoDecodeError as e:
+      problems.add(jf.SampleProblem(s.source, s.id, e.reason, str(e)))
+      continue
+    out.append(s)
+  return out
+
+
+def open_source(config, split: str, strict: bool = False, max_options: int | None = None):
+  """The split's grain source: `CachedFeatureSource` if its cache is current, else `VideoSampleSource`.
+
+  Feed its batches through `feature_cache.model_batch` (or `iterate_batches`): a cached batch has
+  "visual", a decoded one "frames" (normalise with `preprocess_settings(config)`, then `llm.encode`).
+  """
+  dataset, cache_dir = split_paths(config, split)
+  if not dataset:
+    raise ValueError(f"config.data.{split}_file is not set.")
+  if cache_dir:
+    problem = fc.cache_status(cache_dir, expected_settings(config), dataset)
+    if problem is None:
+      return fc.CachedFeatureSource(cache_dir, max_options=max_options)
+    logging.warning("%s; decoding videos on every read (slow). Run `python -m score_jax.cache "
+                    "--config=...` first.", problem)
+  ds = jf.read_jsonl(dataset, strict=strict)
+  samples = _probe_ok(ds.samples, num_frames(config.model), ds.problems)
+  logging.info("%s", ds.summary())
+  return fc.VideoSampleSource(samples, num_frames(config.model), preprocess_settings(config), max_options)
+
+
+def preprocess_settings(config) -> PreprocessSettings:
+  return PreprocessSettings.from_folder(model_folder(config.model))
+
+
+def main(argv, flag_values: dict):
+  del argv
+  values = {name: holder.value for name, holder in flag_values.items()}
+  if values["config"] is None:
+    sys.exit("Pass --config=experiments/<name>.py")
+  try:
+    reports = build(values["config"], values["splits"], values["strict"], values["verify"])
+  except jf.DatasetError as e:
+    sys.exit(f"error: {e}")
+  for split, report in reports.items():
+    print(f"[{split}] {report.summary()}")
+
+
+if __name__ == "__main__":
+  app.run(functools.partial(main, flag_values=_define_flags()))

@@ -1,0 +1,46 @@
+"""Static-shape top-k token selection (k is a Python int, so everything jits).
+
+Selected indices are always returned sorted ascending, so kept tokens stay in their original
+(frame, position) order.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def budget(n: int, ratio: float) -> int:
+  """Number of tokens kept at retention `ratio` of `n`: round half up, clamped to [1, n].
+
+  ratio * n is first rounded to 9 decimals so float noise (0.1 * 6272 = 627.2000000000001)
+  cannot flip the result; then exact halves round up (e.g. 0.25 * 10 = 2.5 -> 3), unlike
+  Python's banker's `round`.
+  """
+  k = int(math.floor(round(ratio * n, 9) + 0.5))
+  return max(1, min(n, k))
+
+
+def topk_indices(scores: jnp.ndarray, k: int) -> jnp.ndarray:
+  """[..., N] scores -> int32 [..., k] indices of the k largest, sorted ascending."""
+  _, idx = jax.lax.top_k(scores, k)
+  return jnp.sort(idx, axis=-1).astype(jnp.int32)
+
+
+def per_frame_topk_indices(scores: jnp.ndarray, k_per_frame: int) -> jnp.ndarray:
+  """[B, T, P] scores -> int32 [B, T*k_per_frame] flat indices (t*P + p), sorted ascending."""
+  b, t, p = scores.shape
+  local = topk_indices(scores, k_per_frame)  # [B, T, k], ascending within each frame
+  flat = local + (jnp.arange(t, dtype=jnp.int32) * p)[None, :, None]
+  return flat.reshape(b, t * k_per_frame)  # frame blocks are increasing, so already sorted
+
+
+def indices_to_mask(idx: jnp.ndarray, n: int, valid: jnp.ndarray | None = None) -> jnp.ndarray:
+  """int [..., k] indices -> bool [..., n] mask; entries with valid == False are ignored."""
+  lead = idx.shape[:-1]
+  flat = idx.reshape(-1, idx.shape[-1])
+  vals = jnp.ones(flat.shape, bool) if valid is None else valid.reshape(flat.shape)
+  rows = jnp.arange(flat.shape[0])[:, None]
+  mask = jnp.zeros((flat.shape[0], n), bool).at[rows, flat].max(vals, mode="drop")
+  return mask.reshape(*lead, n)

@@ -1,0 +1,55 @@
+"""Surprise-augmented token state: inter-frame residuals and their normalised magnitude.
+
+For a video of T frames with P tokens per frame, the residual of token (t, p) is
+x[t, p] - x[t-1, p]. Frame 0 has no predecessor; `first_frame` selects its residual:
+
+  "zero": 0 (a static video then has an all-zero residual),
+  "self": x[0] itself (as if the previous frame were all zeros),
+  "mean": x[0] - mean_t x[t] (deviation from the video's per-position temporal mean).
+
+All derived quantities are computed in float32.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+FIRST_FRAME_MODES = ("zero", "self", "mean")
+
+
+class SurpriseState(NamedTuple):
+  tokens: jnp.ndarray  # [B, T, P, d] input tokens (unchanged dtype)
+  residual: jnp.ndarray  # [B, T, P, d] float32 inter-frame residual
+  residual_norm: jnp.ndarray  # [B, T, P] float32 L2 norm of the residual
+  surprise: jnp.ndarray  # [B, T, P] residual_norm / (mean over the video + eps)
+
+
+def temporal_residual(tokens: jnp.ndarray, first_frame: str = "zero") -> jnp.ndarray:
+  """[B, T, P, d] -> float32 residual [B, T, P, d] (see module docstring for `first_frame`)."""
+  if first_frame not in FIRST_FRAME_MODES:
+    raise ValueError(f"first_frame must be one of {FIRST_FRAME_MODES}, got {first_frame!r}")
+  x = tokens.astype(jnp.float32)
+  rest = x[:, 1:] - x[:, :-1]
+  if first_frame == "zero":
+    first = jnp.zeros_like(x[:, :1])
+  elif first_frame == "self":
+    first = x[:, :1]
+  else:
+    first = x[:, :1] - jnp.mean(x, axis=1, keepdims=True)
+  return jnp.concatenate([first, rest], axis=1)
+
+
+def surprise_state(tokens: jnp.ndarray, first_frame: str = "zero",
+                   eps: float = 1e-6) -> SurpriseState:
+  """Residual, its per-token L2 norm and the per-video normalised norm ("surprise")."""
+  residual = temporal_residual(tokens, first_frame)
+  norm = jnp.linalg.norm(residual, axis=-1)
+  video_mean = jnp.mean(norm, axis=(1, 2), keepdims=True)
+  return SurpriseState(tokens, residual, norm, norm / (video_mean + eps))
+
+
+def residual_magnitude_scores(tokens: jnp.ndarray) -> jnp.ndarray:
+  """Heuristic keep scores [B, T*P]: residual L2 norm; frame 0 uses ||x[0] - temporal mean||."""
+  norm = jnp.linalg.norm(temporal_residual(tokens, "mean"), axis=-1)
+  return norm.reshape(norm.shape[0], -1)

@@ -1,0 +1,116 @@
+"""grain data sources and iterators over the embedded world (`make_iterator` serves any source).
+
+`WorldSource` is a random-access source: item i is a pure function of (cfg.seed, split, kind, i),
+and train/heldout draw from disjoint seed streams. Items are dicts of numpy arrays so that grain's
+batching stacks them; text is stored as fixed-width numpy unicode (`question` [B], `options` [B, 4],
+`question_type` [B]), which `batch_text` turns back into Python strings.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grain
+import numpy as np
+
+from score_jax.data.pseudo_video import generate_pseudo_video_sample
+from score_jax.data.world import WorldConfig, generate_video_sample
+
+SPLITS: dict[str, int] = {"train": 0, "heldout": 1}
+KINDS: dict[str, int] = {"video": 0, "pseudo": 1}
+QUESTION_WIDTH = 64
+OPTION_WIDTH = 16
+TYPE_WIDTH = 16
+
+
+def _fixed(text: Any, width: int) -> np.ndarray:
+  """Text as a fixed-width unicode array (so every item, and thus every batch, has the same dtype)."""
+  arr = np.asarray(text, dtype=str)
+  if arr.dtype.itemsize // 4 > width:
+    raise ValueError(f"Text {text!r} is longer than {width} characters.")
+  return arr.astype(f"<U{width}")
+
+
+class WorldSource:
+  """Random-access source of world samples (`grain.sources.RandomAccessDataSource` protocol).
+
+  Items: frames uint8 [T, H, W, 3], question <U64 [], options <U16 [4], answer int32 [],
+  question_type <U16 [], relevant bool [T, H, W], scene_ids int32 [T], sample_index int64 [].
+  """
+
+  def __init__(self, cfg: WorldConfig | None = None, kind: str = "video", split: str = "train",
+               size: int = 10_000, pseudo_video_mode: str = "slideshow"):
+    if kind not in KINDS or split not in SPLITS:
+      raise ValueError(f"kind must be in {list(KINDS)} and split in {list(SPLITS)}, got {kind!r}, {split!r}.")
+    self.cfg = cfg or WorldConfig()
+    self.kind, self.split, self.size, self.pseudo_video_mode = kind, split, int(size), pseudo_video_mode
+
+  def __len__(self) -> int:
+    return self.size
+
+  def rng(self, index: int) -> np.random.Generator:
+    """The generator of item `index`: seeded by (cfg.seed, split, kind, index)."""
+    return np.random.default_rng([self.cfg.seed, SPLITS[self.split], KINDS[self.kind], index])
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < self.size:
+      raise IndexError(f"Index {index} out of range for a source of size {self.size}.")
+    rng = self.rng(index)
+    if self.kind == "video":
+      s = generate_video_sample(self.cfg, rng)
+    else:
+      s = generate_pseudo_video_sample(self.cfg, rng, self.pseudo_video_mode)
+    return dict(frames=s["frames"], question=_fixed(s["question"], QUESTION_WIDTH),
+                options=_fixed(s["options"], OPTION_WIDTH), answer=np.int32(s["answer"]),
+                question_type=_fixed(s["question_type"], TYPE_WIDTH), relevant=s["relevant"],
+                scene_ids=s["scene_ids"], sample_index=np.int64(index))
+
+  def __repr__(self) -> str:
+    return (f"WorldSource(cfg={self.cfg!r}, kind={self.kind!r}, split={self.split!r}, size={self.size}, "
+            f"pseudo_video_mode={self.pseudo_video_mode!r})")
+
+
+class Head:
+  """The first `n` items of a random-access source."""
+
+  def __init__(self, source, n: int):
+    self.source, self.n = source, min(int(n), len(source))
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, index: int):
+    index = int(index)
+    if not 0 <= index < self.n:
+      raise IndexError(f"Index {index} out of range for a source of size {self.n}.")
+    return self.source[index]
+
+  def __repr__(self) -> str:
+    return f"Head({self.source!r}, {self.n})"
+
+
+def make_iterator(source, batch_size: int, seed: int, shuffle: bool = True,
+                  num_epochs: int | None = None, drop_remainder: bool = True, num_threads: int = 2,
+                  prefetch_buffer_size: int = 16, keep_fn=None) -> grain.DatasetIterator:
+  """A checkpointable iterator of batches (dicts of stacked arrays with leading dim `batch_size`) over
+  any random-access source (`WorldSource`, `feature_cache.CachedFeatureSource`, ...).
+
+  Shuffles per epoch (reseeded each epoch), repeats `num_epochs` times (None: forever), drops items
+  for which `keep_fn(item)` is False (if given), batches, and reads with `num_threads` threads.
+  Save/restore with `it.get_state()` / `it.set_state(state)`.
+  """
+  ds = grain.MapDataset.source(source)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
+  if keep_fn is not None:
+    ds = ds.filter(keep_fn).to_iter_dataset(options)
+    return iter(ds.batch(batch_size, drop_remainder=drop_remainder))
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return iter(ds.to_iter_dataset(options))
+
+
+def batch_text(batch: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]]:
+  """(questions, options) of a batch as Python strings."""
+  return [str(q) for q in batch["question"]], [[str(o) for o in row] for row in batch["options"]]

@@ -1,0 +1,235 @@
+"""Builds the embedded default video LLM: the tiny LLaVA-OneVision model trained on the generated world.
+
+    python -m score_jax.embedded.base_model --out=~/.cache/score_jax/embedded_llava
+
+Supervised training with ALL visual tokens: cross-entropy of the answer letter at the answer position,
+every parameter trained (vision tower, projector, decoder), on a mix of generated videos and static
+pseudo-videos. The result is saved as a Hugging Face checkpoint folder (config.json, model.safetensors,
+tokenizer) and from then on read through the same loading code as a downloaded checkpoint. A
+`build_info.json` records the world version, the settings and the held-out accuracy; a folder whose
+world version differs from the current generator is rebuilt.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import optax
+import tqdm
+
+from score_jax.embedded import world_text
+from score_jax.embedded.sft_batches import sft_batch
+from score_jax.embedded.model_config import embedded_config
+from score_jax.models import hf_loading, hf_saving, prefill, sharded, sharding as shd
+from score_jax.models.llava_onevision import LlavaOnevision
+
+DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "score_jax", "embedded_llava")
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "embedded_llava")
+BUILD_INFO = "build_info.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModelSettings:
+  steps: int = 1500
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  weight_decay: float = 0.01
+  pseudo_fraction: float = 0.25
+  open_fraction: float = 0.5      # open-ended prompts (target: the answer word); see sft_batches.py
+  subset_fraction: float = 0.5    # samples that see a random token subset (answer's tokens included)
+  subset_min_rate: float = 0.02
+  eval_samples: int = 512
+  seed: int = 0
+
+
+class AuxHeads(nn.Module):
+  """Training-only heads (not saved): per visual token, the colour and shape of the object in its
+  cell (or none) from the vision side, and the same plus "changed since the previous frame" from
+  the decoder's hidden state at that token. Dense labels teach a small model to see objects and
+  time quickly; the question-answering targets alone leave it at chance for thousands of steps."""
+  num_colors: int
+  num_shapes: int
+
+  @nn.compact
+  def __call__(self, visual, hidden):
+    return {"vision_color": nn.Dense(self.num_colors + 1, name="vision_color")(visual),
+            "vision_shape": nn.Dense(self.num_shapes + 1, name="vision_shape")(visual),
+            "llm_color": nn.Dense(self.num_colors + 1, name="llm_color")(hidden),
+            "llm_shape": nn.Dense(self.num_shapes + 1, name="llm_shape")(hidden),
+            "llm_changed": nn.Dense(2, name="llm_changed")(hidden)}
+
+
+def _aux_targets(cells, num_colors, num_shapes):
+  """cells int [B, T, P, 2] (-1 = none) -> class targets of `AuxHeads` (none = the last class)."""
+  color = jnp.where(cells[..., 0] < 0, num_colors, cells[..., 0])
+  shape = jnp.where(cells[..., 1] < 0, num_shapes, cells[..., 1])
+  prev = jnp.concatenate([cells[:, :1], cells[:, :-1]], axis=1)
+  changed = jnp.any(cells != prev, axis=-1).astype(jnp.int32)
+  return {"vision_color": color, "vision_shape": shape, "llm_color": color, "llm_shape": shape,
+          "llm_changed": changed}
+
+
+def _loss_fn(module, aux_module, params, batch):
+  """Cross-entropy of the answer token, of each option's yes/no (multiple-choice samples), and of
+  the dense per-token labels (`AuxHeads`)."""
+  params, aux_params = params
+  n = batch["visual_n"]
+  visual = prefill.encode_video(module, params, batch["frames"])
+  keep = prefill.all_keep_indices(visual.shape[0], n)
+  inputs = prefill.assemble_inputs(module, params, visual, keep, batch["prefix"], batch["suffix"],
+                                   batch["suffix_len"], keep_valid=batch["keep_valid"])
+  hidden = prefill.decode(module, params, inputs)
+  suffix_start = batch["prefix"].shape[1] + n + 1
+  pos = jnp.concatenate([inputs.answer_index[:, None], suffix_start + batch["option_pos"]], axis=1)
+  logits = module.apply({"params": params}, jnp.take_along_axis(hidden, pos[..., None], axis=1),
+                        method=LlavaOnevision.logits)
+  targets = jnp.concatenate([batch["target"][:, None], batch["option_target"]], axis=1)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  opt_w = batch["option_valid"].astype(jnp.float32)[:, None]
+  n_options = ce.shape[1] - 1
+  option_loss = (ce[:, 1:] * opt_w).sum() / jnp.maximum(opt_w.sum() * n_options, 1.0)
+  b, t, p, d = visual.shape
+  lp = batch["prefix"].shape[1]
+  heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1))
+  targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
+  aux_loss = sum(optax.softmax_cross_entropy_with_integer_labels(heads[k].astype(jnp.float32), targets[k]).mean()
+                 for k in heads) / len(heads)
+  loss = ce[:, 0].mean() + option_loss + aux_loss
+  acc = (jnp.argmax(logits[:, 0], -1) == batch["target"]).mean()
+  return loss, acc
+
+
+def make_train_step(module, aux_module, tx, num_visual):
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, batch):
+    batch = dict(batch, visual_n=num_visual)
+    (loss, acc), grads = jax.value_and_grad(lambda p: _loss_fn(module, aux_module, p, batch),
+                                            has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, acc
+  return step
+
+
+def evaluate_full_tokens(module, params, batches, option_ids) -> float:
+  """Held-out accuracy of the model with all visual tokens."""
+  @jax.jit
+  def predict(params, b):
+    visual = prefill.encode_video(module, params, b["frames"])
+    keep = prefill.all_keep_indices(visual.shape[0], visual.shape[1] * visual.shape[2])
+    logits = prefill.prefill_logits(module, params, visual, keep, b["prefix"], b["suffix"], b["suffix_len"])
+    return jnp.argmax(prefill.option_logprobs(logits, option_ids), -1)
+  correct = total = 0
+  for b in batches:
+    pred = np.asarray(predict(params, {k: v for k, v in b.items() if k != "answer"}))
+    correct += int((pred == b["answer"]).sum())
+    total += len(pred)
+  return correct / max(total, 1)
+
+
+def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettings(), progress: bool = True
+                     ) -> dict:
+  """Trains the embedded model and saves it to `out_dir`; returns the build info."""
+  t0 = time.time()
+  text = world_text.WorldText.create()
+  cfg = embedded_config(len(text.tokenizer), *text.special_ids())
+  module = LlavaOnevision(cfg)
+  mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+  params = sharded.init_llava_params(module, mesh, jax.random.key(settings.seed))
+  warmup = min(settings.warmup_steps, settings.steps // 2)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, warmup,
+                                                max(settings.steps, warmup + 1), settings.learning_rate * 0.05)
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings.weight_decay))
+  aux_module = AuxHeads(len(world_text.WORLD.colors), len(world_text.WORLD.shapes))
+  t, p, d = world_text.WORLD.frames, cfg.tokens_per_frame, cfg.text.hidden_size
+  aux_params = aux_module.init(jax.random.key(settings.seed + 1), jnp.zeros((1, t, p, d)),
+                               jnp.zeros((1, t, p, d)))["params"]
+  params = (params, aux_params)
+  opt_state = tx.init(params)
+  option_ids = jnp.asarray(text.prompts.option_token_ids(4))
+  num_visual = world_text.WORLD.frames * cfg.tokens_per_frame
+  step = make_train_step(module, aux_module, tx, num_visual)
+  stream = world_text.training_stream(settings.seed, settings.pseudo_fraction)
+  rng = np.random.default_rng([0xBA5E, settings.seed, 3])
+  bar = tqdm.trange(settings.steps, desc="embedded base model", disable=not progress)
+  ema = None
+  for i in bar:
+    samples = [next(stream) for _ in range(settings.batch_size)]
+    batch = sft_batch(samples, text.prompts, text.suffix_len, rng, settings.open_fraction,
+                      settings.subset_fraction, settings.subset_min_rate)
+    batch.pop("answer")
+    params, opt_state, loss, acc = step(params, opt_state, batch)
+    if i % 20 == 0 or i == settings.steps - 1:
+      acc = float(acc)
+      ema = acc if ema is None else 0.8 * ema + 0.2 * acc
+      bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{ema:.2f}")
+  params = params[0]
+  accs = {}
+  for kind in ("video", "pseudo"):
+    batches = world_text.heldout_batches(kind, settings.eval_samples, 64, text)
+    accs[kind] = evaluate_full_tokens(module, params, batches, option_ids)
+  info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings),
+          "heldout_accuracy_all_tokens": accs, "build_seconds": round(time.time() - t0, 1)}
+  hf_saving.save_llava_onevision(out_dir, cfg, params, text.tokenizer)
+  with open(os.path.join(out_dir, BUILD_INFO), "w") as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+def is_current(folder: str) -> bool:
+  path = os.path.join(folder, BUILD_INFO)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("world_version") == world_text.WORLD_VERSION
+
+
+def ensure_base_model(folder: str = DEFAULT_DIR, settings: BaseModelSettings = BaseModelSettings(),
+                      progress: bool = True) -> str:
+  """The embedded model's checkpoint folder: for the default folder, the copy shipped with the package
+  when it matches the current world; else `folder`, built on first use (or when the world changed)."""
+  folder = os.path.expanduser(folder)
+  if folder == DEFAULT_DIR and is_current(SHIPPED_DIR):
+    return SHIPPED_DIR
+  if not is_current(folder):
+    logging.info("Building the embedded base model in %s (first use).", folder)
+    info = build_base_model(folder, settings, progress)
+    logging.info("Embedded base model: %s", info)
+  return folder
+
+
+def load_base_model(folder: str = DEFAULT_DIR, mesh=None):
+  """(config, module, params, WorldText) of the embedded model, through the HF checkpoint loader."""
+  folder = ensure_base_model(folder)
+  cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh)
+  return cfg, module, params, world_text.WorldText.from_folder(folder)
+
+
+def _define_flags() -> dict:
+  """Command-line flags, defined only when this module runs as a program."""
+  return dict(
+      out=flags.DEFINE_string("out", DEFAULT_DIR, "output checkpoint folder"),
+      steps=flags.DEFINE_integer("steps", BaseModelSettings.steps, "training steps"),
+      seed=flags.DEFINE_integer("seed", 0, "seed"),
+      learning_rate=flags.DEFINE_float("learning_rate", BaseModelSettings.learning_rate, "peak learning rate"),
+  )
+
+
+def main(argv, flag_values: dict):
+  del argv
+  v = {name: holder.value for name, holder in flag_values.items()}
+  info = build_base_model(os.path.expanduser(v["out"]),
+                          BaseModelSettings(steps=v["steps"], seed=v["seed"], learning_rate=v["learning_rate"]))
+  print(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(functools.partial(main, flag_values=_define_flags()))

@@ -1,0 +1,74 @@
+"""The embedded world's text side (tokenizer, prompt format) and sample streams for the base model."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Iterator
+
+import numpy as np
+
+from score_jax.data import pseudo_video, world
+from score_jax.embedded.batches import encode_samples
+from score_jax.models.prompt import PromptEncoder
+from score_jax.models.word_tokenizer import build_word_tokenizer
+
+WORLD = world.WorldConfig()
+SUFFIX_LEN = 48
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SOURCES = ("data/world.py", "data/scene.py", "data/clutter.py", "data/palette.py", "data/pseudo_video.py",
+            "data/oracle.py", "embedded/model_config.py", "embedded/sft_batches.py", "models/word_tokenizer.py")
+
+
+def _world_version() -> str:
+  """Hash of the generator's and the base model recipe's sources: a model trained on another version
+  of the world (or with another recipe) is rebuilt rather than used."""
+  h = hashlib.sha256()
+  for name in _SOURCES:
+    with open(os.path.join(_PACKAGE, name), "rb") as f:
+      h.update(f.read())
+  return h.hexdigest()[:16]
+
+
+WORLD_VERSION = _world_version()
+
+
+@dataclasses.dataclass
+class WorldText:
+  tokenizer: object
+  prompts: PromptEncoder
+  suffix_len: int = SUFFIX_LEN
+
+  @classmethod
+  def create(cls) -> "WorldText":
+    tok = build_word_tokenizer(world.vocabulary(WORLD))
+    return cls(tok, PromptEncoder(tok, tok.chat_template))
+
+  @classmethod
+  def from_folder(cls, folder: str) -> "WorldText":
+    prompts = PromptEncoder.from_folder(folder)
+    return cls(prompts.tokenizer, prompts)
+
+  def special_ids(self) -> tuple[int, int]:
+    return (self.tokenizer.convert_tokens_to_ids("<image>"), self.tokenizer.convert_tokens_to_ids("<video>"))
+
+
+def sample(kind: str, rng: np.random.Generator) -> dict:
+  if kind == "video":
+    return world.generate_video_sample(WORLD, rng)
+  if kind == "pseudo":
+    return pseudo_video.generate_pseudo_video_sample(WORLD, rng)
+  raise ValueError(f"Unknown sample kind {kind!r}; expected 'video' or 'pseudo'.")
+
+
+def training_stream(seed: int, pseudo_fraction: float) -> Iterator[dict]:
+  rng = np.random.default_rng([0xBA5E, seed, 1])  # no trailing zeros: [s, 1] == [s, 1, 0, 0] in numpy
+  while True:
+    yield sample("pseudo" if rng.random() < pseudo_fraction else "video", rng)
+
+
+def heldout_batches(kind: str, n: int, batch_size: int, text: WorldText) -> list[dict]:
+  rng = np.random.default_rng([0xBA5E, 12345, 2])
+  samples = [sample(kind, rng) for _ in range(n)]
+  return [encode_samples(samples[i:i + batch_size], text.prompts, text.suffix_len)
+          for i in range(0, n, batch_size)]

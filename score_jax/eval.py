@@ -1,0 +1,129 @@
+"""Evaluate trained compression policies and training-free baselines on held-out data.
+
+    python -m score_jax.eval --config=experiments/curriculum.py --checkpoint=workdirs/curriculum
+    python -m score_jax.eval --config=experiments/curriculum.py --checkpoint=score=workdirs/curriculum \\
+        --checkpoint=cacovid=workdirs/cacovid --methods=uniform_pool,random,residual --ratios=1,0.25,0.15,0.1
+
+`--checkpoint` is a training workdir (its `config.json` rebuilds the policy; the newest checkpoint is
+used) or `workdir/checkpoints/STEP`; `name=path` names the method in the table (default: the
+config's `method`). Writes `eval.md`, `eval.csv`, `eval.json` and `eval.png` (accuracy versus
+retention) to `--out` (default: the first checkpoint's workdir, else the config's workdir).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from ml_collections import config_flags
+
+from score_jax import evaluation
+from score_jax.frozen_llm import load_frozen_llm
+from score_jax.methods import get_method
+from score_jax.models import sharding as shd
+
+
+def _define_flags() -> dict:
+  """Command-line flags, defined only when this module runs as a program (imports stay side-effect free)."""
+  return dict(
+    config=config_flags.DEFINE_config_file("config", None, "Experiment config (model, data and eval settings)."),
+    checkpoint=flags.DEFINE_multi_string("checkpoint", [], "[name=]workdir or workdir/checkpoints/STEP"),
+    methods=flags.DEFINE_list("methods", None, "baselines to run (default: config.eval.methods minus 'policy')"),
+    ratios=flags.DEFINE_list("ratios", None, "retention ratios (default: config.eval.ratios)"),
+    out=flags.DEFINE_string("out", None, "output folder for eval.md/.csv/.json/.png"),
+  )
+
+
+
+class CheckpointError(FileNotFoundError):
+  """A checkpoint path that does not hold a trained policy."""
+
+
+def split_checkpoint_arg(arg: str) -> tuple[str | None, str]:
+  name, sep, path = arg.partition("=")
+  return (name, path) if sep and not os.path.exists(arg) else (None, arg)
+
+
+def resolve_checkpoint(path: str) -> tuple[str, str, int]:
+  """(workdir, checkpoints folder, step) for a workdir or a workdir/checkpoints/STEP path."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(path):
+    raise CheckpointError(f"Checkpoint path {path} does not exist.")
+  base = os.path.basename(path.rstrip("/"))
+  if base.isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+    ckpt_dir, step = os.path.dirname(path), int(base)
+    return os.path.dirname(ckpt_dir), ckpt_dir, step
+  ckpt_dir = os.path.join(path, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    raise CheckpointError(f"No checkpoints in {ckpt_dir} (expected a training workdir or "
+                          "workdir/checkpoints/STEP).")
+  return path, ckpt_dir, steps[-1]
+
+
+def load_policy(path: str, llm):
+  """(run config, select function) of a trained policy from a training workdir."""
+  from score_jax import train as train_lib
+  workdir, ckpt_dir, step = resolve_checkpoint(path)
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise CheckpointError(f"{cfg_path} is missing: it records how the policy was built.")
+  with open(cfg_path) as f:
+    run_config = ml_collections.ConfigDict(json.load(f))
+  method = get_method(run_config)
+  policy = method.make_policy(run_config)
+  tx = train_lib.make_optimizer(run_config, max(step, 1))
+  template = method.init_state(run_config, policy, tx, llm, jax.random.key(0))
+  mngr = ocp.CheckpointManager(ckpt_dir)
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  except Exception as e:  # orbax raises several types for unreadable or mismatched checkpoints
+    raise CheckpointError(f"Cannot restore step {step} from {ckpt_dir}: {e}") from e
+  finally:
+    mngr.close()
+  logging.info("Loaded %s policy from %s (step %d)", run_config.method, ckpt_dir, step)
+  return run_config, method.keep_fn(run_config, policy, restored["state"].params)
+
+
+def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | None = None) -> dict:
+  """Evaluates every named policy and baseline; writes the table files; returns the results."""
+  from score_jax import train as train_lib
+  ratios = tuple(float(r) for r in (ratios or config.eval.ratios))
+  baselines = [m for m in (methods or config.eval.methods) if m != "policy"]
+  mesh = shd.make_mesh(tuple(config.model.mesh))
+  llm = load_frozen_llm(config.model, mesh)
+  policies = {}
+  for arg in checkpoints:
+    name, path = split_checkpoint_arg(arg)
+    run_config, select = load_policy(path, llm)
+    policies[name or run_config.method] = select
+    out = out or resolve_checkpoint(path)[0]
+  out = out or config.workdir
+  results = evaluation.evaluate_methods(llm, lambda: train_lib.heldout_batches(config, llm), ratios,
+                                        baselines, policies, config.eval.random_seeds, config.seed)
+  names = list(policies) + baselines
+  table = evaluation.format_table(results, ratios, names)
+  print(table)
+  evaluation.write_reports(results, ratios, names, out)
+  return results
+
+
+def main(argv, flag_values: dict):
+  del argv
+  values = {name: holder.value for name, holder in flag_values.items()}
+  if values["config"] is None:
+    sys.exit("Pass --config=experiments/<name>.py")
+  try:
+    run(values["config"], values["checkpoint"], values["methods"], values["ratios"], values["out"])
+  except CheckpointError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(functools.partial(main, flag_values=_define_flags()))

@@ -1,0 +1,206 @@
+"""Accuracy of the frozen LLM on held-out data when only the tokens a method keeps are given.
+
+Methods, all compared on the same batches and token budgets k = budget(N, ratio):
+- learned policies, passed as `select(features, k) -> kept indices [B, k]` functions
+  (`features`: {"visual" [B, T, P, d], "question" [B, L, d], "question_mask" [B, L]});
+- every selector registered in `score_jax.compress.baselines` ("random" averaged over seeds);
+- poolers, which make k new tokens instead of selecting ("uniform_pool").
+Retention 1.0 is the uncompressed model ("full"). Selection latency (the method's own scoring and
+choosing, median seconds per batch of the compiled call, compilation excluded) is reported apart from the
+prefill latency at each budget, which every selector shares.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.compress.baselines import get_selector
+from score_jax.compress.baselines.uniform_pool import uniform_pool
+from score_jax.compress.selection import budget
+from score_jax.models import prefill
+
+POOLERS: dict[str, Callable] = {"uniform_pool": uniform_pool}
+
+
+def _answer_fn(llm):
+  @jax.jit
+  def answer(params, visual, keep, batch):
+    logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
+                                    batch["suffix_len"])
+    return jnp.argmax(prefill.option_logprobs(logits, llm.option_ids), -1)
+  return answer
+
+
+def _jitted_selector(name: str, k: int, llm):
+  """The registered selector `name` at budget k, compiled (so latency excludes Python dispatch)."""
+  select = get_selector(name)
+
+  def run(visual, key, arrays, llm_params):
+    return select(visual, k, key=key, extras=dict(arrays, llm_module=llm.module, llm_params=llm_params))
+  return jax.jit(run)
+
+
+class _Timer:
+  """Wall time of compiled calls: the first call per name is a warm-up (compilation), not timed."""
+
+  def __init__(self):
+    self.warm: set = set()
+
+  def __call__(self, name, fn, *args):
+    if name not in self.warm:
+      jax.block_until_ready(fn(*args))
+      self.warm.add(name)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0
+
+
+def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselines, policies: dict,
+                     random_seeds: int = 3, seed: int = 0) -> dict:
+  """{(method, ratio): accuracy} plus "_latency" {method: s/batch}, "_prefill" {ratio: s/batch}, "_samples".
+
+  `batches()` yields dicts with "frames" (or precomputed "visual"), "prefix", "suffix", "suffix_len",
+  "answer" and whatever selectors read from `extras` (e.g. "oracle_scores").
+  """
+  answer = _answer_fn(llm)
+  compiled: dict = {}
+  _timed = _Timer()
+  hits: dict = {}
+  latency: dict = {}
+  prefill_s: dict = {}
+  total = 0
+  for i, b in enumerate(batches()):
+    visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
+    bsz, t, p, d = visual.shape
+    n = t * p
+    flat = visual.reshape(bsz, n, d)
+    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len")}
+    features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
+    arrays = {k: v for k, v in dict(b, **features).items()
+              if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biuf"}
+    ans = np.asarray(b["answer"])
+    total += bsz
+
+    def run(name, ratio, keep, tokens=flat):
+      pred, dt = _timed(("prefill", ratio, tokens.shape), answer, llm.params, tokens, keep, text)
+      prefill_s.setdefault(ratio, []).append(dt)
+      return int((np.asarray(pred) == ans).sum())
+
+    def add(name, ratio, value):
+      hits[(name, ratio)] = hits.get((name, ratio), 0) + value
+
+    for ratio in ratios:
+      if ratio >= 1.0:
+        add("full", 1.0, run("full", 1.0, prefill.all_keep_indices(bsz, n)))
+        continue
+      k = budget(n, ratio)
+      for name, select in policies.items():
+        keep, dt = _timed((name, k), select, features, k)
+        latency.setdefault(name, []).append(dt)
+        add(name, ratio, run(name, ratio, keep))
+      for name in baselines:
+        if name in POOLERS:
+          if name not in compiled:
+            compiled[name] = jax.jit(POOLERS[name], static_argnums=1)
+          pooled, dt = _timed((name, k), compiled[name], visual, k)
+          latency.setdefault(name, []).append(dt)
+          add(name, ratio, run(name, ratio, prefill.all_keep_indices(bsz, pooled.shape[1]), pooled))
+          continue
+        if (name, k) not in compiled:
+          compiled[(name, k)] = _jitted_selector(name, k, llm)
+        seeds = random_seeds if name.startswith("random") else 1
+        for s in range(seeds):
+          key = jax.random.fold_in(jax.random.key(seed + s), i)
+          keep, dt = _timed((name, k), compiled[(name, k)], visual, key, arrays, llm.params)
+          latency.setdefault(name, []).append(dt)
+          add(name, ratio, run(name, ratio, keep) / seeds)
+  results = {key: v / max(total, 1) for key, v in hits.items()}
+  results["_latency"] = {m: float(np.median(v)) for m, v in latency.items()}
+  results["_prefill"] = {r: float(np.median(v)) for r, v in prefill_s.items()}
+  results["_samples"] = total
+  return results
+
+
+def format_table(results: dict, ratios, methods) -> str:
+  """Markdown: one row per method, one column per retention ratio (accuracy and % of full), latency."""
+  full = results.get(("full", 1.0))
+  cols = [r for r in ratios if r < 1.0]
+  lat = results.get("_latency", {})
+  lines = ["| method | " + " | ".join(f"{r:.0%} kept" for r in cols) + " | selection ms/batch |",
+           "|---|" + "---|" * (len(cols) + 1)]
+  if full is not None:
+    lines.insert(0, f"Full-token accuracy: {full:.3f} on {results['_samples']} held-out samples\n")
+  for m in methods:
+    cells = []
+    for r in cols:
+      acc = results.get((m, r))
+      cells.append("-" if acc is None else f"{acc:.3f}" + (f" ({acc / full:.0%})" if full else ""))
+    ms = f"{1e3 * lat[m]:.1f}" if m in lat else "-"
+    lines.append(f"| {m} | " + " | ".join(cells) + f" | {ms} |")
+  pre = results.get("_prefill", {})
+  if pre:
+    lines.append("\nPrefill ms/batch: " + ", ".join(f"{r:.0%}: {1e3 * v:.1f}" for r, v in sorted(pre.items())))
+  return "\n".join(lines)
+
+
+def results_to_json(results: dict) -> dict:
+  out = {f"{m}@{r}": v for (m, r), v in ((k, v) for k, v in results.items() if isinstance(k, tuple))}
+  out["latency_s"] = results.get("_latency", {})
+  out["prefill_s"] = {str(r): v for r, v in results.get("_prefill", {}).items()}
+  out["samples"] = results.get("_samples", 0)
+  return out
+
+
+def write_reports(results: dict, ratios, methods, out_dir: str, plot: bool = True) -> list[str]:
+  """eval.md, eval.csv (method, ratio, accuracy, relative, selection_s), eval.json and eval.png."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, f"eval.{ext}") for ext in ("md", "csv", "json")]
+  with open(paths[0], "w") as f:
+    f.write(format_table(results, ratios, methods) + "\n")
+  full = results.get(("full", 1.0))
+  lat = results.get("_latency", {})
+  with open(paths[1], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["method", "retention", "accuracy", "relative_to_full", "selection_s_per_batch"])
+    if full is not None:
+      w.writerow(["full", 1.0, f"{full:.4f}", "1.0000", ""])
+    for m in methods:
+      for r in ratios:
+        if (m, r) in results:
+          acc = results[(m, r)]
+          w.writerow([m, r, f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
+  with open(paths[2], "w") as f:
+    json.dump(results_to_json(results), f, indent=2)
+  if plot:
+    paths.append(plot_accuracy(results, ratios, methods, os.path.join(out_dir, "eval.png")))
+  return paths
+
+
+def plot_accuracy(results: dict, ratios, methods, path: str) -> str:
+  """Accuracy versus retention, one line per method, full-token accuracy as a dashed line."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  cols = sorted(r for r in ratios if r < 1.0)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for m in methods:
+    ys = [results.get((m, r)) for r in cols]
+    if any(y is not None for y in ys):
+      ax.plot([100 * r for r in cols], [np.nan if y is None else y for y in ys], marker="o", label=m)
+  if ("full", 1.0) in results:
+    ax.axhline(results[("full", 1.0)], color="k", linestyle="--", label="all tokens")
+  ax.set_xlabel("visual tokens kept (%)")
+  ax.set_ylabel("accuracy")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

@@ -1,0 +1,63 @@
+"""The frozen video LLM as the RL code sees it: module, sharded params, prompt encoder, jitted encoder."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.models import hf_loading, prefill
+from score_jax.models.llava_onevision import LlavaOnevision
+from score_jax.models.prompt import PromptEncoder
+
+
+@dataclasses.dataclass
+class FrozenLLM:
+  cfg: object
+  module: object
+  params: object
+  prompts: PromptEncoder
+  suffix_len: int
+  num_frames: int
+  num_options: int = 4
+
+  @functools.cached_property
+  def option_ids(self) -> np.ndarray:
+    """Token id of each option letter (numpy, so that it is a constant inside any trace)."""
+    return np.asarray(self.prompts.option_token_ids(self.num_options), np.int32)
+
+  @functools.cached_property
+  def encode(self):
+    """Jitted frames [B, T, H, W, C] -> visual tokens [B, T, P, d] (the frozen vision side)."""
+    return jax.jit(functools.partial(prefill.encode_video, self.module))
+
+  @functools.cached_property
+  def _embed_text(self):
+    return jax.jit(lambda params, ids: self.module.apply({"params": params}, ids, method=LlavaOnevision.embed))
+
+  def question_features(self, suffix: jnp.ndarray, suffix_len: jnp.ndarray) -> dict:
+    """The prompt after the video (question, options) as the LLM's input embeddings, for
+    question-conditioned policies: {"question" [B, L, d] float32, "question_mask" [B, L]}."""
+    emb = self._embed_text(self.params, suffix).astype(jnp.float32)
+    return {"question": emb, "question_mask": jnp.arange(suffix.shape[1])[None, :] < suffix_len[:, None]}
+
+
+def load_frozen_llm(model_config, mesh) -> FrozenLLM:
+  """From `config.model`: kind "embedded" (the built-in model) or "hf" (a local checkpoint folder)."""
+  if model_config.kind == "embedded":
+    from score_jax.embedded import base_model, world_text
+    folder = base_model.ensure_base_model(model_config.checkpoint or base_model.DEFAULT_DIR)
+    cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh, dtype=model_config.dtype)
+    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(folder), world_text.SUFFIX_LEN,
+                     world_text.WORLD.frames)
+  if model_config.kind == "hf":
+    if not model_config.checkpoint:
+      raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
+    cfg, module, params = hf_loading.load_llava_onevision(model_config.checkpoint, mesh=mesh,
+                                                          dtype=model_config.dtype)
+    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(model_config.checkpoint),
+                     model_config.get("suffix_len", 128), model_config.get("num_frames", 32),
+                     model_config.get("num_options", 4))
+  raise ValueError(f"config.model.kind={model_config.kind!r}; expected 'embedded' or 'hf'.")

@@ -1,0 +1,72 @@
+"""CaCoVID: question-conditioned contribution scores, OCSS rollouts, PPO with a dynamic rate and replay.
+
+One training step = one batch visited `config.cacovid.visits` times: the replay memory is reset for the
+new batch, and before each visit the sample rate moves on its ladder (halved when the remembered
+rollouts are mostly right, doubled when mostly wrong). Memory and rate live only within a step, so a
+checkpoint between steps resumes exactly. Inference keeps a per-frame budget of the best tokens plus
+uniformly spread ones (`compress/cacovid_inference.py`).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from score_jax.compress import cacovid_inference
+from score_jax.compress.cacovid_policy import CaCoVIDPolicy
+from score_jax.rl import cacovid_step as cs
+from score_jax.rl import dynamic_ratio as dr
+
+
+def make_policy(config) -> CaCoVIDPolicy:
+  p = config.policy
+  return CaCoVIDPolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads)
+
+
+def uses_question(config) -> bool:
+  del config
+  return True
+
+
+def settings(config) -> cs.CaCoVIDSettings:
+  return cs.CaCoVIDSettings(**config.cacovid.to_dict())
+
+
+def init_state(config, policy, tx, llm, key, mesh=None):
+  del mesh  # the CaCoVID step uses the default layout
+  d = llm.cfg.text.hidden_size
+  return cs.init_cacovid_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), llm.suffix_len, key)
+
+
+def make_train_step(config, policy, llm, tx, mesh):
+  """step(state, batch, key, llm_params) -> (state, metrics of the last visit, plus the final rate)."""
+  del mesh  # the CaCoVID step runs on the default device layout (one sample per device in the paper)
+  s = settings(config)
+  visit = cs.make_cacovid_train_step(policy, llm.module, tx, s, llm.option_ids)
+
+  def step(state, batch, key, llm_params):
+    b, t, p, _ = batch["visual"].shape
+    memory = cs.init_cacovid_memory(s, b, t, p)
+    ratio = s.base_ratio
+    metrics = {}
+    for v in range(s.visits):
+      if v:
+        ratio = dr.update_ratio(ratio, float(dr.mean_token_reward(memory).mean()), s.ladder)
+      state, memory, metrics = visit(state, batch, memory, jax.random.fold_in(key, v), llm_params, ratio=ratio)
+    metrics = dict(metrics, sample_ratio=ratio, accuracy=metrics["reward_token"])
+    return state, metrics
+  return step
+
+
+def keep_fn(config, policy, params):
+  imp = config.cacovid_eval.imp if "cacovid_eval" in config else 0.5
+
+  @functools.partial(jax.jit, static_argnums=(3,))
+  def keep(params, visual, question, k_ratio, question_mask):
+    return cacovid_inference.policy_keep_indices(policy, params, visual, question, question_mask, k_ratio, imp)
+
+  def select(features, k):
+    b, t, p, _ = features["visual"].shape
+    ratio = k / (t * p)
+    return keep(params, features["visual"], features["question"], ratio, features["question_mask"])
+  return select

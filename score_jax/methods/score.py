@@ -1,0 +1,44 @@
+"""SCORE: surprise-augmented state, group-sampled keep masks, split-advantage clipped policy gradient."""
+from __future__ import annotations
+
+import jax
+
+from score_jax.compress.policy import ScorePolicy
+from score_jax.models import sharding as shd
+from score_jax.rl import train_step as ts
+
+
+def make_policy(config) -> ScorePolicy:
+  p = config.policy
+  return ScorePolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
+                     use_residual=p.use_residual, use_surprise_scalar=p.use_surprise_scalar,
+                     first_frame=p.first_frame, query_conditioned=p.get("query_conditioned", False))
+
+
+def uses_question(config) -> bool:
+  return bool(config.policy.get("query_conditioned", False))
+
+
+def settings(config) -> ts.RLSettings:
+  return ts.RLSettings(**config.rl.to_dict())
+
+
+def init_state(config, policy, tx, llm, key, mesh=None) -> ts.TrainState:
+  """Fresh policy state; with a mesh, replicated on it (the layout `make_train_step` keeps)."""
+  d = llm.cfg.text.hidden_size
+  state = ts.init_train_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), key,
+                             with_reference=settings(config).kl_coef > 0, question_shape=(1, llm.suffix_len, d))
+  return state if mesh is None else jax.device_put(state, shd.replicated(mesh))
+
+
+def make_train_step(config, policy, llm, tx, mesh):
+  return ts.make_train_step(policy, llm.module, tx, settings(config), llm.option_ids, mesh, llm.params)
+
+
+def keep_fn(config, policy, params):
+  del config
+
+  def select(features, k):
+    q = [features.get(name) for name in ts.QUESTION_KEYS]
+    return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
+  return select

@@ -1,0 +1,115 @@
+"""Qwen2 decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) as a Flax Linen module.
+
+Parameter names follow the Hugging Face module names so that checkpoint mapping is a small table
+(see `hf_loading.py`). Decoder layers are stacked along a leading `layers` axis with `nn.scan`, which
+keeps compile time flat in depth.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from score_jax.models.attention import attention_mask, multihead_attention
+from score_jax.models.configs import Qwen2Config
+from score_jax.models.rope import apply_rope, rope_cos_sin
+
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-6
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    return scale.astype(x.dtype) * xf.astype(x.dtype)
+
+
+class Qwen2Attention(nn.Module):
+  cfg: Qwen2Config
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cos, sin, mask):
+    cfg = self.cfg
+    b, l, _ = x.shape
+    hd = cfg.head_size
+    dense = lambda n, bias, name: nn.Dense(n, use_bias=bias, name=name, dtype=self.dtype,
+                                           param_dtype=self.param_dtype)
+    q = dense(cfg.num_attention_heads * hd, True, "q_proj")(x).reshape(b, l, -1, hd)
+    k = dense(cfg.num_key_value_heads * hd, True, "k_proj")(x).reshape(b, l, -1, hd)
+    v = dense(cfg.num_key_value_heads * hd, True, "v_proj")(x).reshape(b, l, -1, hd)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = multihead_attention(q, k, v, mask).reshape(b, l, -1)
+    return dense(cfg.hidden_size, False, "o_proj")(out)
+
+
+class Qwen2MLP(nn.Module):
+  cfg: Qwen2Config
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    dense = lambda n, name: nn.Dense(n, use_bias=False, name=name, dtype=self.dtype,
+                                     param_dtype=self.param_dtype)
+    gate = dense(self.cfg.intermediate_size, "gate_proj")(x)
+    up = dense(self.cfg.intermediate_size, "up_proj")(x)
+    return dense(self.cfg.hidden_size, "down_proj")(nn.silu(gate) * up)
+
+
+class Qwen2DecoderLayer(nn.Module):
+  cfg: Qwen2Config
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cos, sin, mask):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    eps = self.cfg.rms_norm_eps
+    h = RMSNorm(eps, self.param_dtype, name="input_layernorm")(x)
+    x = x + Qwen2Attention(self.cfg, name="self_attn", **kw)(h, cos, sin, mask)
+    h = RMSNorm(eps, self.param_dtype, name="post_attention_layernorm")(x)
+    x = x + Qwen2MLP(self.cfg, name="mlp", **kw)(h)
+    return x, None
+
+
+class Qwen2(nn.Module):
+  """Qwen2 causal LM. Methods: `embed`, `__call__` (hidden states), `logits`."""
+  cfg: Qwen2Config
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype,
+                                 param_dtype=self.param_dtype)
+    self.layers = nn.scan(
+        Qwen2DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_hidden_layers,
+    )(cfg, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.norm = RMSNorm(cfg.rms_norm_eps, self.param_dtype)
+    if not cfg.tie_word_embeddings:
+      self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+
+  def embed(self, ids):
+    return self.embed_tokens(ids)
+
+  def __call__(self, embeds, positions, valid=None):
+    """Final-normed hidden states [B, L, d] for input embeddings, integer positions and validity."""
+    b, l, _ = embeds.shape
+    if valid is None:
+      valid = jnp.ones((b, l), dtype=bool)
+    cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
+    mask = attention_mask(valid, valid, causal=True)
+    x, _ = self.layers(embeds.astype(self.dtype), cos, sin, mask)
+    return self.norm(x)
+
+  def logits(self, hidden):
+    if self.cfg.tie_word_embeddings:
+      return self.embed_tokens.attend(hidden)
+    return self.lm_head(hidden)

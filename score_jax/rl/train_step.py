@@ -1,0 +1,173 @@
+"""One jitted RL update of a keep-mask policy against the frozen video LLM.
+
+    state, metrics = train_step(state, batch, key, llm_params)
+
+1. policy logits over all visual tokens; 2. G keep-masks per sample (static k = ratio * N);
+3. one batched prefill of the frozen LLM per mask -> option log-probs -> task and compression
+rewards; 4. group advantages (registry name, "split" by default); 5. `ppo_epochs` clipped
+policy-gradient updates on the same rollouts (optional KL to a frozen reference policy).
+Everything has static shapes: it compiles once per (batch shape, retention ratio).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from score_jax.compress.selection import budget
+from score_jax.models import sharding as shd
+from score_jax.rl import advantages as adv_lib
+from score_jax.rl import rewards as rew
+from score_jax.rl.losses import policy_loss
+from score_jax.rl.rollout import rollout_option_logprobs
+from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob
+
+TASK_REWARDS = ("correct", "margin", "correct+margin")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  opt_state: Any
+  ref_params: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+  ratio: float = 0.1
+  group_size: int = 8
+  sampler: str = "gumbel_topk"
+  logprob: str = "plackett_luce"
+  advantage: str = "split"
+  task_reward: str = "correct"
+  comp_weight: float = 0.5
+  eps_low: float = 0.2
+  eps_high: float = 0.2
+  kl_coef: float = 0.0
+  ppo_epochs: int = 1
+  position_mode: str = "original"
+
+  def __post_init__(self):
+    if not 0.0 < self.ratio <= 1.0:
+      raise ValueError(f"rl.ratio={self.ratio} must be in (0, 1].")
+    if self.group_size < 2:
+      raise ValueError(f"rl.group_size={self.group_size} must be at least 2 (group advantages).")
+    if self.sampler not in SAMPLERS:
+      raise ValueError(f"rl.sampler={self.sampler!r}; expected one of {sorted(SAMPLERS)}.")
+    if self.logprob not in LOGPROBS:
+      raise ValueError(f"rl.logprob={self.logprob!r}; expected one of {sorted(LOGPROBS)}.")
+    adv_lib.get_advantage(self.advantage)
+    if self.advantage == "keep_drop" and self.logprob != "per_token":
+      raise ValueError("rl.advantage='keep_drop' gives per-token advantages; it needs rl.logprob='per_token'.")
+    if self.sampler == "bernoulli" and self.logprob == "plackett_luce":
+      raise ValueError("rl.sampler='bernoulli' has no selection order; use rl.logprob='bernoulli' or 'per_token'.")
+    if self.task_reward not in TASK_REWARDS:
+      raise ValueError(f"rl.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
+    if self.ppo_epochs < 1:
+      raise ValueError(f"rl.ppo_epochs={self.ppo_epochs} must be >= 1.")
+
+
+def task_reward(kind: str, option_logp: jnp.ndarray, answer: jnp.ndarray) -> jnp.ndarray:
+  correct = rew.mc_correct(option_logp, answer)
+  if kind == "correct":
+    return correct
+  margin = jnp.tanh(rew.answer_margin(option_logp, answer))
+  return margin if kind == "margin" else correct + 0.5 * margin
+
+
+def policy_logits(policy, params, visual: jnp.ndarray, question: jnp.ndarray | None = None,
+                  question_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+  """[B, T, P, d] (+ question embeddings [B, L, d] for a query-conditioned policy) -> flat logits [B, T * P]."""
+  if getattr(policy, "query_conditioned", False):
+    out = policy.apply({"params": params}, visual, question, question_mask)
+  else:
+    out = policy.apply({"params": params}, visual)
+  return out.reshape(visual.shape[0], -1)
+
+
+QUESTION_KEYS = ("question", "question_mask")
+
+
+def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settings: RLSettings,
+                    option_ids: jnp.ndarray, mesh=None, llm_params=None):
+  """Returns the jitted `train_step(state, batch, key, llm_params) -> (state, metrics)`.
+
+  batch: {"visual" [B, T, P, d], "prefix", "suffix", "suffix_len", "answer"}. With a mesh, the batch
+  is sharded over its data axes, the (small) policy state is replicated, the LLM keeps its shardings
+  and the state is donated.
+  """
+  s = settings
+  advantage_fn = adv_lib.get_advantage(s.advantage)
+
+  def train_step(state: TrainState, batch: dict, key: jax.Array, llm_params):
+    visual = batch["visual"]
+    b, t, p, d = visual.shape
+    n = t * p
+    k = budget(n, s.ratio)
+    q = [batch.get(name) for name in QUESTION_KEYS]
+    old_logits = jax.lax.stop_gradient(policy_logits(policy, state.params, visual, *q))
+    masks = group_sample(key, old_logits, k, s.group_size, s.sampler)
+    option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), masks, batch,
+                                          option_ids, s.position_mode)
+    answer = batch["answer"][:, None]
+    correct = rew.mc_correct(option_logp, answer)
+    r_task = task_reward(s.task_reward, option_logp, answer)
+    r_comp = rew.compression_reward(masks.mask, n)
+    adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=s.comp_weight)
+    if s.logprob == "per_token":
+      adv = adv_lib.token_advantages(adv, masks.mask)
+    logp_old = mask_logprob(old_logits, masks, s.logprob)
+    logp_ref = None
+    if s.kl_coef:
+      logp_ref = mask_logprob(policy_logits(policy, state.ref_params, visual, *q), masks, s.logprob)
+
+    def loss_fn(params):
+      logp = mask_logprob(policy_logits(policy, params, visual, *q), masks, s.logprob)
+      return policy_loss(logp, logp_old, adv, None, logp_ref, s.kl_coef, s.eps_low, s.eps_high)
+
+    params, opt_state = state.params, state.opt_state
+    for _ in range(s.ppo_epochs):
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+    metrics = {
+        "loss": loss, "accuracy": correct.mean(), "reward_task": r_task.mean(),
+        "kept_fraction": rew.kept_fraction(masks.mask, n).mean(), "grad_norm": optax.global_norm(grads),
+        "group_reward_std": r_task.std(axis=1).mean(), **aux}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  if mesh is None:
+    return jax.jit(train_step, donate_argnums=(0,))
+  rep = shd.replicated(mesh)
+  batch_sh = {"visual": shd.batch_sharding(mesh, 4), "prefix": shd.batch_sharding(mesh, 2),
+              "suffix": shd.batch_sharding(mesh, 2), "suffix_len": shd.batch_sharding(mesh, 1),
+              "answer": shd.batch_sharding(mesh, 1)}
+  if getattr(policy, "query_conditioned", False):
+    batch_sh.update(question=shd.batch_sharding(mesh, 3), question_mask=shd.batch_sharding(mesh, 2))
+  llm_sh = jax.tree_util.tree_map(lambda x: x.sharding, llm_params)
+  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, batch_sh, rep, llm_sh),
+                 out_shardings=(rep, rep))
+
+
+def init_train_state(policy, tx, visual_shape, rng: jax.Array, with_reference: bool = False,
+                     question_shape=None) -> TrainState:
+  args = [jnp.zeros(visual_shape, jnp.float32)]
+  if getattr(policy, "query_conditioned", False):
+    args += [jnp.zeros(question_shape, jnp.float32), jnp.ones(question_shape[:2], bool)]
+  params = policy.init(rng, *args)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    ref_params=params if with_reference else None)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def policy_keep_indices(policy, params, visual: jnp.ndarray, k: int, question=None,
+                        question_mask=None) -> jnp.ndarray:
+  """Deterministic inference: the k highest-scoring tokens, in temporal order. [B, k]."""
+  from score_jax.compress.selection import topk_indices
+  return topk_indices(policy_logits(policy, params, visual, question, question_mask), k)

@@ -1,0 +1,269 @@
+"""Train a token-compression policy against a frozen video LLM.
+
+    python -m score_jax.train --config=experiments/curriculum.py [--config.x=y ...]
+
+Resumes from the newest checkpoint in `config.workdir` (policy params, optimizer state, step and the
+data iterators' positions; the RNG is derived from (seed, step)), writes TensorBoard metrics to
+`workdir/tb`, and ends with a held-out evaluation table in `workdir/eval.md`.
+
+Curriculum stages "pseudo" and "video" draw from the generated world; "jsonl" reads
+`config.data.train_file` through its feature cache (`python -m score_jax.cache`) when that is
+current, else decodes the videos. `config.eval.source` picks the held-out data: "world" (default) or
+"jsonl" (`config.data.eval_file`, cached likewise).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+from ml_collections import config_flags
+
+from score_jax import cache, distributed, evaluation
+from score_jax.compress.policy import policy_param_count
+from score_jax.data import feature_cache
+from score_jax.data.pipeline import Head, WorldSource, make_iterator
+from score_jax.embedded.batches import encode_grain_batch
+from score_jax.embedded.world_text import WORLD
+from score_jax.frozen_llm import load_frozen_llm
+from score_jax.models import sharding as shd
+from score_jax.methods import get_method
+
+
+def _define_flags() -> dict:
+  """Command-line flags, defined only when this module runs as a program (imports stay side-effect free)."""
+  return dict(
+    config=config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
+                                           lock_config=True),
+    distributed=flags.DEFINE_bool("distributed", False, "start jax.distributed first (multi-host; see launch/)"),
+  )
+
+
+DATA_KINDS = ("pseudo", "video", "jsonl")
+EVAL_SOURCES = ("world", "jsonl")
+
+
+def parse_curriculum(spec: str) -> list[tuple[str, int]]:
+  """"pseudo:150,video:350" -> [("pseudo", 150), ("video", 350)]; "jsonl:2000" trains on config.data.train_file."""
+  stages = []
+  for part in spec.split(","):
+    try:
+      kind, steps = part.strip().split(":")
+      steps = int(steps)
+    except ValueError:
+      raise ValueError(f"config.curriculum={spec!r}: each stage must look like 'kind:steps'.") from None
+    if kind not in DATA_KINDS or steps < 0:
+      raise ValueError(f"config.curriculum={spec!r}: kind must be one of {DATA_KINDS}, steps >= 0.")
+    stages.append((kind, steps))
+  return stages
+
+
+def stage_of(step: int, stages: list[tuple[str, int]]) -> int:
+  end = 0
+  for i, (_, steps) in enumerate(stages):
+    end += steps
+    if step < end:
+      return i
+  return len(stages) - 1
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  o = config.optim
+  warmup = min(o.warmup_steps, max(total_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, warmup, max(total_steps, warmup + 1),
+                                                o.learning_rate * 0.1)
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adamw(schedule, weight_decay=o.weight_decay))
+
+
+def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
+                                         enable_async_checkpointing=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def blind_keep_fn(llm):
+  """Item filter for training data: keep the questions the frozen LLM gets wrong without the video."""
+  from score_jax.data.blind_filter import blind_option_logprobs
+  option_ids = llm.option_ids
+  score = jax.jit(lambda params, prefix, suffix, n: blind_option_logprobs(llm.module, params, prefix, suffix, n,
+                                                                          option_ids))
+
+  def keep(item) -> bool:
+    options = [str(o) for o in item["options"]][:int(item.get("num_options", len(item["options"])))]
+    prefix, suffix, n = llm.prompts.encode_batch([str(item["question"])], [options], llm.suffix_len)
+    return int(np.argmax(np.asarray(score(llm.params, prefix, suffix, n))[0])) != int(item["answer"])
+  return keep
+
+
+def train_source(config, kind: str, llm):
+  """The grain source of a curriculum stage: the generated world, or the JSONL training set."""
+  if kind == "jsonl":
+    return cache.open_source(config, "train", strict=config.data.get("strict", False),
+                             max_options=llm.num_options)
+  return WorldSource(WORLD, kind=kind, split="train", size=config.data.train_size,
+                     pseudo_video_mode=config.data.pseudo_video_mode)
+
+
+def eval_source_kind(config) -> str:
+  kind = config.eval.get("source", "world")
+  if kind not in EVAL_SOURCES:
+    raise ValueError(f"config.eval.source={kind!r}; expected one of {EVAL_SOURCES}.")
+  return kind
+
+
+def model_inputs(batch: dict, llm, preprocess=None) -> dict:
+  """A grain batch of any source -> prefix, suffix, suffix_len, answer and either "visual" (feature
+  cache: the frozen vision side's output) or normalised "frames" (to run through `llm.encode`)."""
+  if "num_options" in batch:  # a JSONL source (cached or decoded)
+    return feature_cache.model_batch(batch, llm.prompts, llm.suffix_len, preprocess)
+  return encode_grain_batch(batch, llm.prompts, llm.suffix_len)
+
+
+def heldout_batches(config, llm):
+  """Model-ready held-out batches: the generated world's held-out videos (`config.eval.samples` of
+  them) or, with `config.eval.source="jsonl"`, `config.data.eval_file` (its first `config.eval.samples`;
+  0: all)."""
+  preprocess = None
+  if eval_source_kind(config) == "jsonl":
+    src = cache.open_source(config, "eval", strict=config.data.get("strict", False), max_options=llm.num_options)
+    if isinstance(src, feature_cache.VideoSampleSource):
+      preprocess = cache.preprocess_settings(config)
+    src = Head(src, config.eval.samples) if config.eval.samples else src
+  else:
+    src = WorldSource(WORLD, kind="video", split="heldout", size=config.eval.samples)
+  it = make_iterator(src, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
+                     num_threads=config.data.get("num_threads", 2))
+  for b in it:
+    yield model_inputs(b, llm, preprocess)
+
+
+def train(config) -> dict:
+  stages = parse_curriculum(config.curriculum)
+  eval_source_kind(config)  # a bad value fails now, not after training
+  total = sum(s for _, s in stages)
+  method = get_method(config)
+  workdir = config.workdir
+  os.makedirs(workdir, exist_ok=True)
+  if distributed.is_main_process():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2))  # eval rebuilds the policy from it
+  mesh = shd.make_mesh(tuple(config.model.mesh))
+  llm = load_frozen_llm(config.model, mesh)
+  policy = method.make_policy(config)
+  tx = make_optimizer(config, total)
+  state = method.init_state(config, policy, tx, llm, jax.random.key(config.seed), mesh)
+  logging.info("policy parameters: %d", policy_param_count(state.params))
+  nproc, pid = jax.process_count(), jax.process_index()
+  if config.batch_size % nproc:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {nproc} processes.")
+  keep_fn = blind_keep_fn(llm) if config.get("blind_filter", False) else None
+  sources = [train_source(config, kind, llm) for kind, _ in stages]
+  decoded = [s for s in sources if isinstance(s, feature_cache.VideoSampleSource)]
+  preprocess = cache.preprocess_settings(config) if decoded else None
+  iters = [make_iterator(src, config.batch_size // nproc, seed=config.seed + i + 1000 * pid,
+                         num_threads=config.data.num_threads, keep_fn=keep_fn)
+           for i, src in enumerate(sources)]
+  mngr = checkpoint_manager(workdir, config)
+  start = 0
+  if mngr.latest_step() is not None:
+    start = mngr.latest_step()
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    restored = mngr.restore(start, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                           data=ocp.args.JsonRestore()))
+    state = restored["state"]
+    for it, s in zip(iters, restored["data"]["iterators"]):
+      it.set_state(s)
+    logging.info("Resumed from step %d in %s", start, workdir)
+  step_fn = method.make_train_step(config, policy, llm, tx, mesh)
+  with_question = method.uses_question(config)
+  writer = _summary_writer(workdir)
+  base_key = jax.random.key(config.seed + 1)
+  bar = tqdm.trange(start, total, initial=start, total=total, desc="train",
+                    disable=total == start or not distributed.is_main_process())
+  for step in bar:
+    si = stage_of(step, stages)
+    b = model_inputs(next(iters[si]), llm, preprocess)
+    video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
+    batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
+                                                              "answer")})
+    if video == "frames":
+      batch["visual"] = llm.encode(llm.params, batch.pop("frames"))
+    if with_question:
+      batch.update(llm.question_features(batch["suffix"], batch["suffix_len"]))
+    state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step), llm.params)
+    if (step + 1) % config.log_every == 0 or step + 1 == total:
+      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      if not np.isfinite(m["loss"]):
+        raise FloatingPointError(f"Non-finite loss at step {step + 1}: {m}")
+      for k, v in m.items():
+        writer.add_scalar(f"train/{k}", v, step + 1)
+      writer.add_scalar("train/stage", si, step + 1)
+      bar.set_postfix(stage=stages[si][0], acc=f"{m['accuracy']:.2f}", loss=f"{m['loss']:.3f}")
+    if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
+      mngr.save(step + 1, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"iterators": [it.get_state() for it in iters], "stage": si})))
+      if step + 1 == config.crash_after_step:
+        mngr.wait_until_finished()
+        os._exit(3)  # simulated crash: no clean shutdown
+  mngr.wait_until_finished()
+  out = {"final_step": total, "updates": int(state.step), "params": state.params}
+  if config.eval.at_end and nproc > 1:
+    logging.info("Multi-process run: evaluate with `python -m score_jax.eval` on one host.")
+  elif config.eval.at_end:
+    results = run_eval(config, llm, method.keep_fn(config, policy, state.params))
+    out["eval"] = results
+    for key, v in evaluation.results_to_json(results).items():
+      if isinstance(v, float):
+        writer.add_scalar(f"eval/{key}", v, total)
+  writer.close()
+  mngr.close()
+  return out
+
+
+def run_eval(config, llm, select) -> dict:
+  """Held-out table of the trained policy (named `config.method`) and `config.eval.methods` baselines."""
+  ratios = tuple(config.eval.ratios)
+  baselines = [m for m in config.eval.methods if m != "policy"]
+  results = evaluation.evaluate_methods(llm, lambda: heldout_batches(config, llm), ratios, baselines,
+                                        {config.method: select}, config.eval.random_seeds, config.seed)
+  names = [config.method] + baselines
+  print(evaluation.format_table(results, ratios, names))
+  evaluation.write_reports(results, ratios, names, config.workdir)
+  return results
+
+
+class _NoWriter:
+  def add_scalar(self, *args, **kwargs):
+    pass
+
+  def close(self):
+    pass
+
+
+def _summary_writer(workdir: str):
+  """TensorBoard event files in workdir/tb, written by process 0 only."""
+  if not distributed.is_main_process():
+    return _NoWriter()
+  from tensorboardX import SummaryWriter
+  return SummaryWriter(os.path.join(workdir, "tb"))
+
+
+def main(argv, flag_values: dict):
+  del argv
+  config = flag_values["config"].value
+  if config is None:
+    sys.exit("Pass --config=experiments/<name>.py")
+  if flag_values["distributed"].value:
+    distributed.initialize()
+  train(config)
+
+
+if __name__ == "__main__":
+  app.run(functools.partial(main, flag_values=_define_flags()))

@@ -1,0 +1,33 @@
+"""score_jax: RL-learned visual-token compression for frozen video LLMs, in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="score_jax",
+    version="0.1.0",
+    description="Learned (SCORE, CaCoVID) and training-free visual-token compression for frozen video LLMs in JAX/Flax.",
+    packages=find_packages(include=["score_jax", "score_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "transformers>=4.45",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "absl-py",
+        "ml-collections",
+        "tqdm",
+        "tensorboardX",
+        "matplotlib",
+        "av",
+        "array_record",
+    ],
+    package_data={"score_jax.embedded": ["assets/embedded_llava/*"]},
+    extras_require={
+        # torch==2.13.0 is the CPU build; it is only the parity reference for the tests.
+        "test": ["pytest", "torch==2.13.0", "portpicker"],
+    },
+)

@@ -1,0 +1,95 @@
+"""Group-wise advantage estimators on hand-computed groups of 4."""
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from score_jax.rl import advantages as adv_lib
+from score_jax.rl.advantages import get_advantage, group_normalize, register_advantage, token_advantages
+
+EPS = 1e-6
+TASK = np.array([[1.0, 1.0, 0.0, 0.0]], np.float32)
+COMP = np.array([[0.9, 0.5, 0.9, 0.5]], np.float32)
+
+
+def _norm(d, var):  # d already centred, var with ddof=0
+  return np.asarray(d) / (math.sqrt(var) + EPS)
+
+
+def test_group_normalize_and_constant_groups():
+  np.testing.assert_allclose(group_normalize(TASK), _norm([[0.5, 0.5, -0.5, -0.5]], 0.25), rtol=1e-6)
+  # float32 mean of eight 0.3s is not exactly 0.3, so a plain (r - mean) / (std + eps) is ~0.03
+  const = np.array([[0.3] * 8, [1.0] * 8], np.float32)
+  for name in ("grpo", "split", "pos_neg"):
+    assert np.all(np.asarray(get_advantage(name)(const, const)) == 0.0), name
+
+
+def test_grpo_sums_rewards():
+  task = np.array([[1.0, 0.0, 1.0, 0.0]], np.float32)
+  comp = np.array([[0.5, 0.5, 0.9, 0.9]], np.float32)
+  # r = [1.5, 0.5, 1.9, 0.9], mean 1.2, var (.09 + .49 + .49 + .09) / 4 = .29
+  want = _norm([[0.3, -0.7, 0.7, -0.3]], 0.29)
+  np.testing.assert_allclose(get_advantage("grpo")(task, comp), want, rtol=1e-5)
+  np.testing.assert_allclose(get_advantage("grpo")(task), group_normalize(task))
+
+
+def test_split_credits_compression_only_to_right_answers():
+  # task part: [1, 1, -1, -1]; gated comp = [.9, .5, 0, 0], mean .35,
+  # deviations [.55, .15, -.35, -.35], var (.3025 + .0225 + .1225 + .1225) / 4 = .1425
+  want = _norm([[0.5, 0.5, -0.5, -0.5]], 0.25) + 0.5 * _norm([[0.55, 0.15, -0.35, -0.35]], 0.1425)
+  got = get_advantage("split")(TASK, COMP, comp_weight=0.5)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert get_advantage("decoupled") is get_advantage("split")
+  # ungated (grpo-like) would reward rollout 2 (wrong, .9 compression) more than rollout 3
+  assert got[0, 2] == got[0, 3]
+
+
+def test_split_with_explicit_correct():
+  correct = np.array([[True, False, False, False]])
+  # gated comp = [.9, 0, 0, 0]: mean .225, deviations [.675, -.225 x3], var .151875
+  want = _norm([[0.5, 0.5, -0.5, -0.5]], 0.25) + _norm([[0.675, -0.225, -0.225, -0.225]], 0.151875)
+  np.testing.assert_allclose(get_advantage("split")(TASK, COMP, correct=correct), want, rtol=1e-5)
+
+
+def test_keep_drop_pair_and_token_advantages():
+  a_keep, a_drop = get_advantage("keep_drop")(TASK, COMP)
+  np.testing.assert_allclose(a_keep, _norm([[0.5, 0.5, -0.5, -0.5]], 0.25), rtol=1e-6)
+  np.testing.assert_allclose(a_drop, get_advantage("split")(TASK, COMP), rtol=1e-6)
+  mask = np.array([[[True, False]] * 4])  # [1, 4, 2]
+  tok = token_advantages((a_keep, a_drop), mask)
+  assert tok.shape == (1, 4, 2)
+  np.testing.assert_allclose(tok[..., 0], a_keep)
+  np.testing.assert_allclose(tok[..., 1], a_drop)
+  np.testing.assert_allclose(token_advantages(a_keep, mask)[..., 1], a_keep)
+
+
+def test_pos_neg_separate_normalisation():
+  task = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+  # d = [.75, -.25, -.25, -.25]; rms(pos) = .75, rms(neg) = .25
+  got = get_advantage("pos_neg")(task, pos_weight=2.0, neg_weight=0.5)
+  want = [[2 * 0.75 / (0.75 + EPS), -0.5 * 0.25 / (0.25 + EPS), -0.5 * 0.25 / (0.25 + EPS),
+           -0.5 * 0.25 / (0.25 + EPS)]]
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # gated compression enters the reward: r = [1 + .9, 0, 0, 0]
+  got = get_advantage("pos_neg")(task, COMP)
+  np.testing.assert_allclose(got, [[1.0, -1.0, -1.0, -1.0]], rtol=1e-5)
+
+
+def test_registry_and_jit():
+  with pytest.raises(KeyError):
+    get_advantage("nope")
+  with pytest.raises(ValueError):
+    register_advantage("grpo")(lambda *a, **k: None)
+  register_advantage("_test_dummy")(lambda task, comp=None, **kw: task * 0 + 7)
+  try:
+    assert float(get_advantage("_test_dummy")(TASK)[0, 0]) == 7
+  finally:
+    del adv_lib._REGISTRY["_test_dummy"]
+  rewards = np.random.default_rng(0).random((3, 8)).astype(np.float32)
+  f = jax.jit(get_advantage("split"))
+  out = f(rewards, rewards)
+  assert out.shape == (3, 8)
+  np.testing.assert_allclose(out, get_advantage("split")(rewards, rewards), rtol=1e-5)

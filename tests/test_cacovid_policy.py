@@ -1,0 +1,74 @@
+"""CaCoVID policy network: shapes, question conditioning, padding, jit."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from score_jax.compress.cacovid_policy import CaCoVIDPolicy
+
+B, T, P, D, L = 2, 3, 4, 16, 5
+
+
+def _inputs(seed=0):
+  rng = np.random.default_rng(seed)
+  visual = jnp.asarray(rng.normal(size=(B, T, P, D)), jnp.float32)
+  question = jnp.asarray(rng.normal(size=(B, L, D)), jnp.float32)
+  mask = jnp.array([[True] * L, [True, True, True, False, False]])
+  return visual, question, mask
+
+
+def numpy_params(module, *args, seed=0):
+  """Random parameters without compiling an init (RNG kernels compile slowly on CPU): shapes, then numpy."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *args)["params"]
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = path[-1].key
+    if name == "scale":
+      return jnp.ones(s.shape, s.dtype)
+    std = 1.0 / np.sqrt(s.shape[-2]) if name == "kernel" else 0.02
+    return jnp.asarray(rng.normal(size=s.shape) * std, s.dtype)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  policy = CaCoVIDPolicy(hidden=32, num_heads=4, num_kv_heads=2)
+  return policy, numpy_params(policy, *_inputs()), jax.jit(policy.apply)
+
+
+def test_shapes_and_heads(setup):
+  policy, params, apply = setup
+  out = apply({"params": params}, *_inputs())
+  assert out.token.shape == (B, T, P) and out.frame.shape == (B, T)
+  assert out.token.dtype == jnp.float32 and np.all(np.isfinite(out.token)) and np.all(np.isfinite(out.frame))
+  head = params["token_head"]  # width halves four times: 32 -> 16 -> 8 -> 4 -> 2 -> 2 outputs
+  assert [head[f"fc{i}"]["kernel"].shape[1] for i in range(4)] == [16, 8, 4, 2]
+  assert head["out"]["kernel"].shape == (2, 2)
+
+
+def test_question_conditioning_and_padding(setup):
+  _, params, apply = setup
+  visual, question, mask = _inputs()
+  base = apply({"params": params}, visual, question, mask)
+  other = apply({"params": params}, visual, question[::-1], mask)  # swap the two questions
+  assert not np.allclose(base.token, other.token, atol=1e-4)
+  assert not np.allclose(base.frame, other.frame, atol=1e-4)
+  # padded question positions (sample 1, positions 3, 4) do not matter
+  noisy = question.at[1, 3:].set(100.0)
+  again = apply({"params": params}, visual, noisy, mask)
+  np.testing.assert_allclose(again.token, base.token, atol=1e-5)
+
+
+def test_full_width_variant_and_errors():
+  visual, question, mask = _inputs()
+  policy = CaCoVIDPolicy(hidden=None, num_heads=2)  # CaCoVID: the LLM width, no projection
+  variables = jax.eval_shape(policy.init, jax.random.key(1), visual, question, mask)
+  assert "in_proj" not in variables["params"]
+  assert variables["params"]["layer_0"]["mlp"]["up_proj"]["kernel"].shape == (16, 64)
+  with pytest.raises(ValueError):
+    policy.init(jax.random.key(1), visual, question[..., :8], mask)  # question width != d
+  with pytest.raises(ValueError):
+    CaCoVIDPolicy(hidden=30, num_heads=4).init(jax.random.key(1), visual, question, mask)

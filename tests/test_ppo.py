@@ -1,0 +1,79 @@
+"""CaCoVID per-token PPO: asymmetric clip, keep/drop re-weighting, KL to uniform, group advantages."""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax.rl.ppo import group_advantage, keep_drop_ppo_loss, keep_drop_weights
+
+LOSS = jax.jit(keep_drop_ppo_loss, static_argnames=("eps_low", "eps_high", "reweight", "kl_coef"))
+
+
+def _logit(p):
+  return math.log(p / (1 - p))
+
+
+def test_group_advantage_unbiased_std_and_validity():
+  r = jnp.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+  a = group_advantage(r)
+  std = np.std([1, 0, 0, 1], ddof=1)
+  np.testing.assert_allclose(a[0], (np.array([1, 0, 0, 1]) - 0.5) / (std + 1e-4), rtol=1e-5)
+  np.testing.assert_array_equal(a[1], 0.0)  # constant group: no signal
+  valid = jnp.array([[True, True, True, False], [True, True, False, False]])
+  a = group_advantage(jnp.array([[1.0, 0.0, 1.0, 5.0], [1.0, 0.0, 9.0, 9.0]]), valid)
+  m, s = 2 / 3, np.std([1, 0, 1], ddof=1)
+  np.testing.assert_allclose(a[0], [(1 - m) / (s + 1e-4), -m / (s + 1e-4), (1 - m) / (s + 1e-4), 0.0], rtol=1e-5)
+  np.testing.assert_allclose(a[1, 2:], 0.0)
+
+
+def test_keep_drop_weights():
+  w = keep_drop_weights(jnp.array([[True, False, False, False]]))
+  np.testing.assert_allclose(w, [[0.75, 0.25, 0.25, 0.25]])  # both sides weigh 0.75 in total
+
+
+def test_clip_hand_computed():
+  # one rollout, two tokens: token 0 kept, token 1 dropped. Old keep probs 0.5 / 0.5.
+  old = jnp.array([[0.0, 0.0]])
+  mask = jnp.array([[[True, False]]])
+  # new keep prob 0.8 on token 0 -> ratio 1.6; keep prob 0.6 on token 1 -> drop prob 0.4, ratio 0.8
+  new = jnp.array([[_logit(0.8), _logit(0.6)]], jnp.float32)
+  # A > 0: token 0 clipped at 1 + 0.28, token 1 ratio 0.8 (min takes 0.8, the lower clip does not bind)
+  loss, aux = LOSS(new, old, mask, jnp.array([[1.0]]), reweight=False)
+  np.testing.assert_allclose(loss, -(1.28 + 0.8) / 2, rtol=1e-5)
+  np.testing.assert_allclose(aux["clip_fraction"], 0.5, rtol=1e-6)
+  # A < 0: token 0 ratio 1.6 (unclipped term is the min of -1.6, -1.28), token 1 clipped at 1 - 0.2
+  loss, _ = LOSS(new, old, mask, jnp.array([[-1.0]]), reweight=False)
+  np.testing.assert_allclose(loss, (1.6 + 0.8) / 2, rtol=1e-5)
+  # gradient is zero on the clipped token (token 0 with A > 0)
+  g = jax.grad(lambda l: LOSS(l, old, mask, jnp.array([[1.0]]), reweight=False)[0])(new)
+  assert g[0, 0] == 0.0 and g[0, 1] != 0.0
+
+
+def test_reweighting_and_validity():
+  old = jnp.zeros((1, 4))
+  new = jnp.array([[_logit(0.6), 0.0, 0.0, 0.0]], jnp.float32)
+  mask = jnp.array([[[True, False, False, False], [True, True, True, True]]])
+  adv = jnp.array([[1.0, 0.0]])
+  # rollout 0: per-token loss [-1.2, -1, -1, -1]; weights [.75, .25, .25, .25] -> (-0.9 - 0.75) / 1.5 = -1.1
+  # rollout 1: A = 0 -> 0; all tokens kept: f = 1, weights are 0 -> 0 / (0 + 1e-7) = 0
+  loss, _ = LOSS(new, old, mask, adv, reweight=True)
+  np.testing.assert_allclose(loss, (-1.1 + 0.0) / 2, rtol=1e-5)
+  loss, _ = LOSS(new, old, mask, adv, jnp.array([[True, False]]), reweight=True)
+  np.testing.assert_allclose(loss, -1.1, rtol=1e-5)  # only the valid rollout counts
+  loss, _ = LOSS(new, old, mask[:, :1], adv[:, :1], reweight=False)
+  np.testing.assert_allclose(loss, -(1.2 + 3.0) / 4, rtol=1e-5)
+
+
+def test_kl_to_uniform():
+  old = jnp.zeros((1, 2))
+  mask = jnp.array([[[True, False]]])
+  adv = jnp.zeros((1, 1))
+  loss0, aux = LOSS(old, old, mask, adv, kl_coef=1.0)  # uniform policy: KL 0
+  np.testing.assert_allclose(loss0, 0.0, atol=1e-7)
+  new = jnp.array([[_logit(0.8), _logit(0.8)]], jnp.float32)
+  _, aux = LOSS(new, old, mask, adv, kl_coef=1.0, reweight=False)
+  k3 = lambda p: 0.5 / p - math.log(0.5 / p) - 1  # exp(d) - d - 1 with d = log 0.5 - log p
+  np.testing.assert_allclose(aux["kl"], (k3(0.8) + k3(0.2)) / 2, rtol=1e-5)

@@ -1,0 +1,58 @@
+"""Prompt building: chat template, split at the video placeholder, option letters, batching."""
+import numpy as np
+import pytest
+
+from score_jax.models import prompt
+from score_jax.models.word_tokenizer import build_word_tokenizer
+
+WORDS = ["what", "color", "is", "moving", "shape", "red", "blue", "green", "pink"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp("tok"))
+  build_word_tokenizer(WORDS).save_pretrained(folder)
+  return prompt.PromptEncoder.from_folder(folder)
+
+
+def test_render_follows_llava_ov_template(encoder):
+  text = encoder.render("hello")
+  assert text == "<|im_start|>user <video>\nhello<|im_end|><|im_start|>assistant\n"
+
+
+def test_prefix_and_suffix_around_video(encoder):
+  pre, suf = encoder.encode("what color is the moving shape?", ["red", "blue", "green", "pink"])
+  tok = encoder.tokenizer
+  assert tok.convert_ids_to_tokens(pre) == ["<|im_start|>", "user"]
+  words = tok.convert_ids_to_tokens(suf)
+  assert words[:7] == ["what", "color", "is", "the", "moving", "shape", "?"]
+  assert words[7:10] == ["A", ".", "red"] and words[-3:] == ["<|im_end|>", "<|im_start|>", "assistant"]
+  assert "<unk>" not in words
+  assert tok.convert_tokens_to_ids("<video>") not in pre + suf
+
+
+def test_option_letters_are_single_tokens(encoder):
+  ids = encoder.option_token_ids(4)
+  assert encoder.tokenizer.convert_ids_to_tokens(ids.tolist()) == ["A", "B", "C", "D"]
+
+
+def test_batch_is_right_padded(encoder):
+  pre, suf, lens = encoder.encode_batch(["what color", "what shape is moving"],
+                                        [["red", "blue"], ["red", "blue", "green"]], 40)
+  assert pre.shape == (2, 2) and suf.shape == (2, 40)
+  assert lens[1] - lens[0] == 2 + 3  # two more question words, one more option line (letter . word)
+  assert (suf[0, lens[0]:] == encoder.tokenizer.pad_token_id).all()
+  single_pre, single_suf = encoder.encode("what color", ["red", "blue"])
+  np.testing.assert_array_equal(suf[0, :lens[0]], single_suf)
+
+
+def test_errors_name_the_problem(encoder, tmp_path):
+  with pytest.raises(prompt.PromptError, match="needs 2 to 10 options, got 1"):
+    encoder.encode("what", ["red"])
+  with pytest.raises(prompt.PromptError, match="suffix_len is 5"):
+    encoder.encode_batch(["what color"], [["red", "blue"]], 5)
+  bad = prompt.PromptEncoder(encoder.tokenizer, template="{{ messages[0]['content'][1]['text'] }}")
+  with pytest.raises(prompt.PromptError, match="exactly one '<video>'"):
+    bad.encode("what", ["red", "blue"])
+  with pytest.raises(prompt.PromptError, match="does not exist"):
+    prompt.PromptEncoder.from_folder(str(tmp_path / "nope"))

@@ -1,0 +1,43 @@
+"""Static top-k selection, per-frame top-k, masks and budget rounding."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from score_jax.compress.selection import budget, indices_to_mask, per_frame_topk_indices, topk_indices
+
+
+def test_topk_sorted_by_index():
+  scores = np.array([[0.1, 0.9, 0.3, 0.7, 0.8], [5.0, 4.0, 3.0, 2.0, 1.0]], np.float32)
+  idx = topk_indices(scores, 3)
+  assert idx.dtype == np.int32
+  np.testing.assert_array_equal(idx, [[1, 3, 4], [0, 1, 2]])
+
+
+def test_per_frame_topk():
+  scores = np.array([[[0.0, 2.0, 1.0], [9.0, 0.0, 5.0]]], np.float32)  # B=1, T=2, P=3
+  idx = per_frame_topk_indices(scores, 2)
+  # frame 0 keeps p=1,2 -> 1,2; frame 1 keeps p=0,2 -> 3,5
+  np.testing.assert_array_equal(idx, [[1, 2, 3, 5]])
+
+
+def test_indices_to_mask():
+  mask = indices_to_mask(np.array([[0, 3], [1, 2]]), 5)
+  np.testing.assert_array_equal(mask, [[1, 0, 0, 1, 0], [0, 1, 1, 0, 0]])
+  masked = indices_to_mask(np.array([[2, 0]]), 4, valid=np.array([[True, False]]))
+  np.testing.assert_array_equal(masked, [[0, 0, 1, 0]])
+
+
+def test_budget_rounding():
+  assert budget(6272, 0.1) == 627  # 627.2 -> 627
+  assert budget(10, 0.25) == 3  # 2.5 rounds half up
+  assert budget(10, 0.24) == 2
+  assert budget(100, 0.001) == 1  # at least one token
+  assert budget(4, 1.5) == 4  # never more than n
+
+
+def test_jit():
+  f = jax.jit(functools.partial(topk_indices, k=2))
+  np.testing.assert_array_equal(f(np.array([[3.0, 1.0, 2.0]])), [[0, 2]])

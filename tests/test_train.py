@@ -1,0 +1,132 @@
+"""End to end: the train entry point (both curriculum stages, checkpoints, eval), compile-once, resume."""
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from score_jax import train as train_lib
+from score_jax.frozen_llm import load_frozen_llm
+from score_jax.methods import get_method
+from score_jax.models import sharding as shd
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(workdir, checkpoint, **overrides):
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import smoke  # noqa: E402
+  c = smoke.get_config()
+  c.workdir = str(workdir)
+  c.model.checkpoint = checkpoint
+  c.model.mesh = (1, 1, 1)
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def test_train_step_compiles_once(tiny_embedded_model):
+  config = smoke_config("/unused", tiny_embedded_model)
+  mesh = shd.make_mesh((1, 1, 1))
+  llm = load_frozen_llm(config.model, mesh)
+  method = get_method(config)
+  policy = method.make_policy(config)
+  tx = optax.adam(1e-3)
+  state = method.init_state(config, policy, tx, llm, jax.random.key(0), mesh)
+  step = method.make_train_step(config, policy, llm, tx, mesh)
+  rng = np.random.default_rng(0)
+  first = jax.tree_util.tree_map(np.asarray, state.params)
+  for i in range(3):
+    b = 2
+    visual = rng.normal(size=(b, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size))
+    prefix, suffix, lens = llm.prompts.encode_batch(["what shape is moving"] * b, [["a", "b", "c", "d"]] * b,
+                                                    llm.suffix_len)
+    batch = {"visual": visual.astype(np.float32), "prefix": prefix, "suffix": suffix, "suffix_len": lens,
+             "answer": rng.integers(0, 4, b).astype(np.int32)}
+    state, metrics = step(state, batch, jax.random.key(i), llm.params)
+  assert step._cache_size() == 1
+  assert int(state.step) == 3 and np.isfinite(float(metrics["loss"]))
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params, first)
+  assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_embedded_model, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run_full")
+  config = smoke_config(workdir, tiny_embedded_model)
+  return workdir, train_lib.train(config)
+
+
+def test_smoke_run_trains_checkpoints_and_evaluates(uninterrupted):
+  workdir, out = uninterrupted
+  assert out["final_step"] == 6  # pseudo:3 + video:3
+  steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert steps[-1] == 6 and len(steps) <= 2  # keep_checkpoints = 2
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tb"))
+  table = (workdir / "eval.md").read_text()
+  for name in ("score", "uniform_pool", "random", "residual", "oracle"):
+    assert f"| {name} |" in table
+  for ext in ("csv", "json", "png"):
+    assert (workdir / f"eval.{ext}").stat().st_size > 0
+  res = out["eval"]
+  assert 0.0 <= res[("full", 1.0)] <= 1.0 and ("score", 0.1) in res and ("oracle", 0.25) in res
+
+
+def test_killed_run_resumes_to_the_same_params(uninterrupted, tiny_embedded_model, tmp_path):
+  _, full = uninterrupted
+  workdir = tmp_path / "run_crash"
+  cmd = [sys.executable, "-m", "score_jax.train", f"--config={REPO}/experiments/smoke.py",
+         f"--config.workdir={workdir}", f"--config.model.checkpoint={tiny_embedded_model}",
+         "--config.model.mesh=(1,1,1)", "--config.crash_after_step=4", "--config.eval.at_end=False"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 3, proc.stderr[-3000:]  # died right after the step-4 checkpoint
+  assert max(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()) == 4
+  resumed = train_lib.train(smoke_config(workdir, tiny_embedded_model, **{"eval.at_end": False}))
+  assert resumed["final_step"] == 6
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                         resumed["params"], full["params"])
+
+
+def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
+  with pytest.raises(ValueError, match="rl.ratio"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, **{"rl.ratio": 1.5}))
+  with pytest.raises(ValueError, match="curriculum"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, curriculum="pseudo:3,movies:2"))
+  with pytest.raises(ValueError, match="config.method"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, method="magic"))
+
+
+def test_cacovid_trains_through_the_same_command(tiny_embedded_model, tmp_path):
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import cacovid_smoke  # noqa: E402
+  c = cacovid_smoke.get_config()
+  c.workdir = str(tmp_path)
+  c.model.checkpoint = tiny_embedded_model
+  c.model.mesh = (1, 1, 1)
+  out = train_lib.train(c)
+  assert out["final_step"] == 4
+  assert "| cacovid |" in (tmp_path / "eval.md").read_text()
+  assert ("cacovid", 0.1) in out["eval"] and ("random", 0.25) in out["eval"]
+
+
+def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_model):
+  from score_jax.data.blind_filter import blind_option_logprobs
+  from score_jax.data.pipeline import WorldSource, make_iterator
+  config = smoke_config("/unused", tiny_embedded_model)
+  llm = load_frozen_llm(config.model, shd.make_mesh((1, 1, 1)))
+  keep = train_lib.blind_keep_fn(llm)
+  src = WorldSource(train_lib.WORLD, kind="video", split="train", size=64)
+  decisions = [keep(src[i]) for i in range(16)]
+  assert 0 < sum(decisions) <= 16
+  batch = next(make_iterator(src, 8, seed=0, keep_fn=keep, num_threads=1))
+  prefix, suffix, n = llm.prompts.encode_batch([str(q) for q in batch["question"]],
+                                               [[str(o) for o in row] for row in batch["options"]], llm.suffix_len)
+  blind = np.asarray(blind_option_logprobs(llm.module, llm.params, prefix, suffix, n, llm.option_ids))
+  assert (blind.argmax(-1) != batch["answer"]).all()

@@ -63,6 +63,7 @@ def get_config():
   c.crash_after_step = -1            # testing: exit abruptly right after this step's checkpoint
 
   c.eval = ml_collections.ConfigDict()
+  c.eval.source = "world"  # or "jsonl": config.data.eval_file (feature cache when built)
   c.eval.samples = 256
   c.eval.batch_size = 32
   c.eval.ratios = (1.0, 0.25, 0.1)

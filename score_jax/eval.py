@@ -6,8 +6,11 @@
 
 `--checkpoint` is a training workdir (its `config.json` rebuilds the policy; the newest checkpoint is
 used) or `workdir/checkpoints/STEP`; `name=path` names the method in the table (default: the
-config's `method`). Writes `eval.md`, `eval.csv`, `eval.json` and `eval.png` (accuracy versus
-retention) to `--out` (default: the first checkpoint's workdir, else the config's workdir).
+config's `method`). The held-out data is the config's (`score_jax.train.heldout_batches`): the
+generated world, or with `config.eval.source="jsonl"` (the llava_ov_* configs) `config.data.eval_file`,
+read from its feature cache when that is current. Writes `eval.md`, `eval.csv`, `eval.json` and
+`eval.png` (accuracy versus retention) to `--out` (default: the first checkpoint's workdir, else the
+config's workdir).
 """
 from __future__ import annotations
 

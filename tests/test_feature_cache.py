@@ -134,6 +134,15 @@ def test_cache_holds_the_vision_tokens_of_the_decoded_frames(built, dataset, llm
 def test_strict_mode_raises_on_the_first_bad_sample(dataset, encoder, tmp_path):
   with pytest.raises(jf.DatasetError, match=r"data.jsonl:4 \(sample 's3'\): video file .*missing.mp4 does not"):
     fc.build_cache(dataset, str(tmp_path / "c"), encoder, FRAMES, strict=True)
+  # A video that only fails while decoding is an error too.
+  videos = os.path.join(os.path.dirname(dataset), "videos")
+  path = tmp_path / "decode.jsonl"
+  path.write_text("".join(json.dumps(dict(id=i, video=os.path.join(videos, v), question=QUESTIONS[0],
+                                          options=OPTIONS[0], answer="A")) + "\n"
+                          for i, v in (("ok", "v0.mp4"), ("cut", "truncated.mp4"))))
+  with pytest.raises(jf.DatasetError, match=r"decode.jsonl:2 \(sample 'cut'\): .*truncated.mp4: the stream ended "
+                                            r"after frame .*truncated or corrupt file \[truncated_video\] \(strict"):
+    fc.build_cache(str(path), str(tmp_path / "c2"), encoder, FRAMES, strict=True)
 
 
 def test_entry_not_matching_its_checksum_is_rebuilt(built, dataset, encoder, tmp_path):
@@ -341,9 +350,10 @@ def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, mon
   resumed = make_iterator(src, 2, seed=config.seed, num_threads=1)
   resumed.set_state(saved["iterators"][0])
   assert list(next(resumed)["id"]) == list(next(fresh)["id"])
-  # The eval command on the same cached eval set, from the saved policy.
+  # The eval command on the same cached eval set, with the policy restored from the run's checkpoint.
   again = eval_lib.run(config, [str(tmp_path / "run")], methods=[], out=str(tmp_path / "ev"))
-  assert again["_samples"] == 3 and again[("score", 0.25)] == res[("score", 0.25)]
+  assert again["_samples"] == 3
+  assert [again[k] for k in (("full", 1.0), ("score", 0.25))] == [res[("full", 1.0)], res[("score", 0.25)]]
   assert "| score |" in (tmp_path / "ev" / "eval.md").read_text()
   assert calls == {"decode": 0, "encode": 0}
 

@@ -170,6 +170,21 @@ def test_entry_not_matching_its_checksum_is_rebuilt(built, dataset, encoder, tmp
   assert not [n for n in os.listdir(cache_dir) if n.endswith(".tmp")]
 
 
+def test_replaced_video_makes_the_cache_stale(built, dataset, encoder, tmp_path):
+  root = tmp_path / "ds"
+  shutil.copytree(os.path.dirname(dataset), root)
+  path = str(root / os.path.basename(dataset))
+  cache_dir = copy_cache(built, tmp_path)
+  assert fc.cache_status(cache_dir, dataset_path=path) is None
+  os.remove(root / "videos" / "v3.mp4")  # gone from disk: still served from the cache
+  assert fc.cache_status(cache_dir, dataset_path=path) is None
+  vd.write_video(str(root / "videos" / "v1.mp4"), np.zeros((12, 40, 48, 3), np.uint8), fps=4)  # replaced
+  problem = fc.cache_status(cache_dir, dataset_path=path)
+  assert problem is not None and "v1.mp4 changed since the feature cache" in problem
+  report = fc.build_cache(path, cache_dir, encoder, FRAMES, batch_size=2)
+  assert report.built == 1 and fc.cache_status(cache_dir, dataset_path=path) is None
+
+
 def test_changed_settings_rebuild_everything(built, dataset, encoder, model_dir, tmp_path):
   cache_dir = copy_cache(built, tmp_path)
   m = fc.read_manifest(cache_dir)

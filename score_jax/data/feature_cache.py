@@ -188,8 +188,12 @@ def entry_spec(sample: jf.Sample, root: str, video_hashes: dict | None = None) -
   hashes = {} if video_hashes is None else video_hashes
   if sample.video not in hashes:
     hashes[sample.video] = _sampled_file_hash(sample.video)
-  ident = json.dumps([rel, hashes[sample.video], sample.start, sample.end])
-  return EntrySpec(hashlib.sha256(ident.encode()).hexdigest()[:24], sample.video, rel, sample.start, sample.end)
+  return EntrySpec(_entry_key(rel, hashes[sample.video], sample.start, sample.end), sample.video, rel,
+                   sample.start, sample.end)
+
+
+def _entry_key(video_rel: str, video_hash: str, start: float | None, end: float | None) -> str:
+  return hashlib.sha256(json.dumps([video_rel, video_hash, start, end]).encode()).hexdigest()[:24]
 
 
 def read_manifest(cache_dir: str) -> dict | None:
@@ -451,8 +455,12 @@ def _remove_unreferenced(cache_dir: str, entries: dict) -> None:
       os.remove(os.path.join(cache_dir, name))
 
 
-def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str | None = None) -> str | None:
-  """None if the cache is complete and current (cheap checks: settings, dataset hash), else why not."""
+def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str | None = None,
+                 check_videos: bool = True) -> str | None:
+  """None if the cache is complete and current, else why not. Checks the settings, the dataset
+  file's hash and (`check_videos`) each video still on disk against the fingerprint its entry was
+  built from (size, first and last 64 KiB), so a replaced video is never answered from stale
+  tokens; videos no longer on disk are served from the cache."""
   m = read_manifest(cache_dir)
   if m is None:
     return f"no feature cache in {cache_dir}"
@@ -463,6 +471,13 @@ def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str
   if dataset_path is not None and os.path.exists(dataset_path):
     if jf.file_sha256(dataset_path) != m.get("dataset", {}).get("sha256"):
       return f"{dataset_path} changed since the feature cache in {cache_dir} was built"
+    if check_videos:
+      root = os.path.dirname(os.path.abspath(dataset_path))
+      for key, entry in m["entries"].items():
+        video = os.path.join(root, entry["video"])
+        if os.path.exists(video) and _entry_key(entry["video"], _sampled_file_hash(video), entry["start"],
+                                                entry["end"]) != key:
+          return f"{video} changed since the feature cache in {cache_dir} was built"
   return None
 
 

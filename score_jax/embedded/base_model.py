@@ -30,6 +30,7 @@ from score_jax.embedded.sft_batches import sft_batch
 from score_jax.embedded.model_config import embedded_config
 from score_jax.models import hf_loading, hf_saving, prefill, sharded, sharding as shd
 from score_jax.models.llava_onevision import LlavaOnevision
+from score_jax.models.preprocess import normalize_frames
 
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "score_jax", "embedded_llava")
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "embedded_llava")
@@ -38,34 +39,70 @@ BUILD_INFO = "build_info.json"
 
 @dataclasses.dataclass(frozen=True)
 class BaseModelSettings:
-  steps: int = 1500
-  batch_size: int = 32
-  learning_rate: float = 1e-3
+  steps: int = 4000
+  batch_size: int = 16
+  learning_rate: float = 2e-3
   warmup_steps: int = 100
   weight_decay: float = 0.01
   pseudo_fraction: float = 0.25
   open_fraction: float = 0.5      # open-ended prompts (target: the answer word); see sft_batches.py
   subset_fraction: float = 0.5    # samples that see a random token subset (answer's tokens included)
   subset_min_rate: float = 0.02
+  vision_steps: int = 500         # stage 1: vision side alone on dense cell labels (`pretrain_vision`)
+  hold_fraction: float = 0.05     # first: the question's object alone (see `object_rate`)
+  ramp_fraction: float = 0.3      # then: the other objects faded in (sft_batches.py)
+  hidden_size: int = 64           # decoder width (model_config.py); heads of 16 dims
+  num_layers: int = 3
+  vision_hidden_size: int = 48
+  vision_layers: int = 1
+  question_types: tuple[str, ...] = ()  # training questions (empty: the world's); held-out: the same
+  eval_every: int = 0             # > 0: log held-out accuracy per question type every so many steps
   eval_samples: int = 512
   seed: int = 0
 
 
+def object_rate(step: int, s: BaseModelSettings) -> float | None:
+  """Share of the other objects' tokens shown at `step` (None: every token, the plain recipe)."""
+  hold, ramp = s.hold_fraction * s.steps, s.ramp_fraction * s.steps
+  if step >= hold + ramp:
+    return None
+  return max(0.0, (step - hold) / max(ramp, 1.0))
+
+
 class AuxHeads(nn.Module):
-  """Training-only heads (not saved): per visual token, the colour and shape of the object in its
+  """Training-only heads (not saved). Per visual token: the colour and shape of the object in its
   cell (or none) from the vision side, and the same plus "changed since the previous frame" from
-  the decoder's hidden state at that token. Dense labels teach a small model to see objects and
-  time quickly; the question-answering targets alone leave it at chance for thousands of steps."""
+  the decoder's hidden state at that token. A pointer from the answer position over the visual
+  tokens, trained to land on the tokens of the object the question is about. Dense labels teach a
+  small model to see objects and time quickly, and the pointer where to look; the
+  question-answering targets alone leave it at chance for thousands of steps."""
   num_colors: int
   num_shapes: int
+  pointer_dim: int = 32
 
   @nn.compact
-  def __call__(self, visual, hidden):
+  def __call__(self, visual, hidden, answer_hidden):
+    """visual [B, T, P, dv], hidden [B, T, P, d] (decoder, at the visual tokens), answer_hidden [B, d]."""
+    b = hidden.shape[0]
+    keys = nn.Dense(self.pointer_dim, name="pointer_key")(hidden).reshape(b, -1, self.pointer_dim)
+    query = nn.Dense(self.pointer_dim, name="pointer_query")(answer_hidden)
     return {"vision_color": nn.Dense(self.num_colors + 1, name="vision_color")(visual),
             "vision_shape": nn.Dense(self.num_shapes + 1, name="vision_shape")(visual),
             "llm_color": nn.Dense(self.num_colors + 1, name="llm_color")(hidden),
             "llm_shape": nn.Dense(self.num_shapes + 1, name="llm_shape")(hidden),
-            "llm_changed": nn.Dense(2, name="llm_changed")(hidden)}
+            "llm_changed": nn.Dense(2, name="llm_changed")(hidden),
+            "pointer": jnp.einsum("bnd,bd->bn", keys, query) / np.sqrt(self.pointer_dim)}
+
+
+def pointer_loss(logits, relevant, valid):
+  """Cross-entropy of the pointer [B, N] against the relevant visible tokens (uniform over them);
+  samples with none visible do not count."""
+  target = (relevant & valid).astype(jnp.float32)
+  count = target.sum(-1)
+  logp = jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), -1e9), axis=-1)
+  per_sample = -(target * logp).sum(-1) / jnp.maximum(count, 1.0)
+  has = (count > 0).astype(jnp.float32)
+  return (per_sample * has).sum() / jnp.maximum(has.sum(), 1.0)
 
 
 def _aux_targets(cells, num_colors, num_shapes):
@@ -99,13 +136,55 @@ def _loss_fn(module, aux_module, params, batch):
   option_loss = (ce[:, 1:] * opt_w).sum() / jnp.maximum(opt_w.sum() * n_options, 1.0)
   b, t, p, d = visual.shape
   lp = batch["prefix"].shape[1]
-  heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1))
+  answer_hidden = jnp.take_along_axis(hidden, inputs.answer_index[:, None, None], axis=1)[:, 0]
+  heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1),
+                           answer_hidden)
+  pointer = pointer_loss(heads.pop("pointer"), batch["relevant"], batch["keep_valid"])
   targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
   aux_loss = sum(optax.softmax_cross_entropy_with_integer_labels(heads[k].astype(jnp.float32), targets[k]).mean()
-                 for k in heads) / len(heads)
+                 for k in heads) + pointer
   loss = ce[:, 0].mean() + option_loss + aux_loss
   acc = (jnp.argmax(logits[:, 0], -1) == batch["target"]).mean()
   return loss, acc
+
+
+def _vision_loss(module, aux_module, params, batch):
+  """Stage 1: the vision side (tower, projector) and its colour/shape heads on dense cell labels."""
+  params, aux_params = params
+  visual = prefill.encode_video(module, params, batch["frames"])
+  targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
+  loss = 0.0
+  for name in ("vision_color", "vision_shape"):
+    logits = visual @ aux_params[name]["kernel"] + aux_params[name]["bias"]
+    loss = loss + optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets[name]).mean()
+  return loss, jnp.float32(0.0)
+
+
+def make_vision_step(module, aux_module, tx):
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, batch):
+    (loss, acc), grads = jax.value_and_grad(lambda p: _vision_loss(module, aux_module, p, batch),
+                                            has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, acc
+  return step
+
+
+def pretrain_vision(module, aux_module, params, stream, settings, progress: bool = True):
+  """Stage 1 (`settings.vision_steps`): the vision side learns colours and shapes per cell alone,
+  so the decoder starts from features it can use (joint training leaves shape half-learned)."""
+  tx = optax.adam(settings.learning_rate)
+  opt_state = tx.init(params)
+  step = make_vision_step(module, aux_module, tx)
+  bar = tqdm.trange(settings.vision_steps, desc="embedded vision side", disable=not progress)
+  for i in bar:
+    samples = [next(stream) for _ in range(settings.batch_size)]
+    batch = {"frames": normalize_frames(np.stack([s["frames"] for s in samples])),
+             "cells": np.stack([s["cells"] for s in samples]).astype(np.int32)}
+    params, opt_state, loss, _ = step(params, opt_state, batch)
+    if i % 20 == 0:
+      bar.set_postfix(loss=f"{float(loss):.3f}")
+  return params
 
 
 def make_train_step(module, aux_module, tx, num_visual):
@@ -119,20 +198,23 @@ def make_train_step(module, aux_module, tx, num_visual):
   return step
 
 
-def evaluate_full_tokens(module, params, batches, option_ids) -> float:
-  """Held-out accuracy of the model with all visual tokens."""
+def evaluate_full_tokens(module, params, batches, option_ids, by_type: bool = False):
+  """Held-out accuracy of the model with all visual tokens (and per question type if `by_type`)."""
   @jax.jit
   def predict(params, b):
     visual = prefill.encode_video(module, params, b["frames"])
     keep = prefill.all_keep_indices(visual.shape[0], visual.shape[1] * visual.shape[2])
     logits = prefill.prefill_logits(module, params, visual, keep, b["prefix"], b["suffix"], b["suffix_len"])
     return jnp.argmax(prefill.option_logprobs(logits, option_ids), -1)
-  correct = total = 0
+  hits: dict[str, list[bool]] = {}
   for b in batches:
-    pred = np.asarray(predict(params, {k: v for k, v in b.items() if k != "answer"}))
-    correct += int((pred == b["answer"]).sum())
-    total += len(pred)
-  return correct / max(total, 1)
+    pred = np.asarray(predict(params, {k: v for k, v in b.items() if k not in ("answer", "question_type")}))
+    for qtype, ok in zip(b.get("question_type", ["all"] * len(pred)), pred == b["answer"]):
+      hits.setdefault(str(qtype), []).append(bool(ok))
+  overall = float(np.mean([h for v in hits.values() for h in v])) if hits else 0.0
+  if not by_type:
+    return overall
+  return overall, {k: round(float(np.mean(v)), 3) for k, v in sorted(hits.items())}
 
 
 def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettings(), progress: bool = True
@@ -140,7 +222,9 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   """Trains the embedded model and saves it to `out_dir`; returns the build info."""
   t0 = time.time()
   text = world_text.WorldText.create()
-  cfg = embedded_config(len(text.tokenizer), *text.special_ids())
+  cfg = embedded_config(len(text.tokenizer), *text.special_ids(), hidden_size=settings.hidden_size,
+                        num_layers=settings.num_layers, vision_hidden_size=settings.vision_hidden_size,
+                        vision_layers=settings.vision_layers)
   module = LlavaOnevision(cfg)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   params = sharded.init_llava_params(module, mesh, jax.random.key(settings.seed))
@@ -150,32 +234,39 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=settings.weight_decay))
   aux_module = AuxHeads(len(world_text.WORLD.colors), len(world_text.WORLD.shapes))
   t, p, d = world_text.WORLD.frames, cfg.tokens_per_frame, cfg.text.hidden_size
-  aux_params = aux_module.init(jax.random.key(settings.seed + 1), jnp.zeros((1, t, p, d)),
-                               jnp.zeros((1, t, p, d)))["params"]
+  aux_params = aux_module.init(jax.random.key(settings.seed + 1), jnp.zeros((1, t, p, cfg.text.hidden_size)),
+                               jnp.zeros((1, t, p, d)), jnp.zeros((1, d)))["params"]
   params = (params, aux_params)
+  world_cfg = world_text.world_config(settings.question_types)
+  stream = world_text.training_stream(settings.seed, settings.pseudo_fraction, world_cfg)
+  if settings.vision_steps:
+    params = pretrain_vision(module, aux_module, params, stream, settings, progress)
   opt_state = tx.init(params)
   option_ids = jnp.asarray(text.prompts.option_token_ids(4))
   num_visual = world_text.WORLD.frames * cfg.tokens_per_frame
   step = make_train_step(module, aux_module, tx, num_visual)
-  stream = world_text.training_stream(settings.seed, settings.pseudo_fraction)
+  probe = world_text.heldout_batches("video", settings.eval_samples, 64, text, world_cfg, with_types=True)
   rng = np.random.default_rng([0xBA5E, settings.seed, 3])
   bar = tqdm.trange(settings.steps, desc="embedded base model", disable=not progress)
   ema = None
   for i in bar:
     samples = [next(stream) for _ in range(settings.batch_size)]
     batch = sft_batch(samples, text.prompts, text.suffix_len, rng, settings.open_fraction,
-                      settings.subset_fraction, settings.subset_min_rate)
+                      settings.subset_fraction, settings.subset_min_rate, object_rate=object_rate(i, settings))
     batch.pop("answer")
     params, opt_state, loss, acc = step(params, opt_state, batch)
     if i % 20 == 0 or i == settings.steps - 1:
       acc = float(acc)
       ema = acc if ema is None else 0.8 * ema + 0.2 * acc
       bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{ema:.2f}")
+    if settings.eval_every and (i + 1) % settings.eval_every == 0 and i + 1 < settings.steps:
+      logging.info("step %d held-out accuracy (all tokens, by type): %s", i + 1,
+                   evaluate_full_tokens(module, params[0], probe, option_ids, by_type=True))
   params = params[0]
-  accs = {}
-  for kind in ("video", "pseudo"):
-    batches = world_text.heldout_batches(kind, settings.eval_samples, 64, text)
-    accs[kind] = evaluate_full_tokens(module, params, batches, option_ids)
+  overall, by_type = evaluate_full_tokens(module, params, probe, option_ids, by_type=True)
+  accs = {"video": overall, "video_by_type": by_type,
+          "pseudo": evaluate_full_tokens(module, params, world_text.heldout_batches(
+              "pseudo", settings.eval_samples, 64, text, world_cfg), option_ids)}
   info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings),
           "heldout_accuracy_all_tokens": accs, "build_seconds": round(time.time() - t0, 1)}
   hf_saving.save_llava_onevision(out_dir, cfg, params, text.tokenizer)
@@ -220,14 +311,23 @@ def _define_flags() -> dict:
       steps=flags.DEFINE_integer("steps", BaseModelSettings.steps, "training steps"),
       seed=flags.DEFINE_integer("seed", 0, "seed"),
       learning_rate=flags.DEFINE_float("learning_rate", BaseModelSettings.learning_rate, "peak learning rate"),
+      batch_size=flags.DEFINE_integer("batch_size", BaseModelSettings.batch_size, "samples per step"),
+      hidden_size=flags.DEFINE_integer("hidden_size", BaseModelSettings.hidden_size, "decoder width"),
+      num_layers=flags.DEFINE_integer("num_layers", BaseModelSettings.num_layers, "decoder layers"),
+      vision_steps=flags.DEFINE_integer("vision_steps", BaseModelSettings.vision_steps, "stage-1 steps"),
+      hold_fraction=flags.DEFINE_float("hold_fraction", BaseModelSettings.hold_fraction, "see object_rate"),
+      ramp_fraction=flags.DEFINE_float("ramp_fraction", BaseModelSettings.ramp_fraction, "see object_rate"),
+      question_types=flags.DEFINE_list("question_types", [], "training/held-out question types (default all)"),
+      eval_every=flags.DEFINE_integer("eval_every", 0, "held-out accuracy by type every so many steps"),
   )
 
 
 def main(argv, flag_values: dict):
   del argv
   v = {name: holder.value for name, holder in flag_values.items()}
-  info = build_base_model(os.path.expanduser(v["out"]),
-                          BaseModelSettings(steps=v["steps"], seed=v["seed"], learning_rate=v["learning_rate"]))
+  out = os.path.expanduser(v.pop("out"))
+  v["question_types"] = tuple(v["question_types"])
+  info = build_base_model(out, BaseModelSettings(**v))
   print(json.dumps(info, indent=2))
 
 

@@ -12,6 +12,10 @@ Two choices make the tiny model learnable from scratch and usable under compress
   answer's object always among them, the others kept at a random rate), marked through
   `keep_valid`. A frozen LLM that has only seen complete videos misreads sparse ones; real video
   LLMs are trained on many frame rates and resolutions, and this plays that part.
+- Early in training the other objects are faded in (`object_rate` rising from 0 to 1, see
+  `curriculum_masks`): the model first reads the answer off the target alone, then has to tell it
+  apart from one, two, ... distractors. Without this ramp a small model trained from scratch sits at
+  chance for thousands of steps: nothing rewards looking at the right token until it already can.
 """
 from __future__ import annotations
 
@@ -35,10 +39,21 @@ def subset_masks(rng: np.random.Generator, relevant_scores: np.ndarray, fraction
   return np.where(use, sub, True)
 
 
+def curriculum_masks(rng: np.random.Generator, relevant_scores: np.ndarray, cells: np.ndarray,
+                     object_rate: float) -> np.ndarray:
+  """bool [B, N]: the relevant tokens, the other objects' tokens at `object_rate` and the remaining
+  (background) tokens at `object_rate ** 2`; `cells` int [B, T, P, 2] marks object tokens (>= 0)."""
+  b, n = relevant_scores.shape
+  objects = cells[..., 0].reshape(b, n) >= 0
+  u = rng.random((b, n))
+  return (relevant_scores > 0) | (objects & (u < object_rate)) | (~objects & (u < object_rate ** 2))
+
+
 def sft_batch(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: int, rng: np.random.Generator,
               open_fraction: float, subset_fraction: float, subset_min_rate: float,
-              patch: int = 8, pooled_grid: int = 4) -> dict[str, np.ndarray]:
-  """Model inputs plus `target` (token id to predict) and `keep_valid` [B, T * tokens per frame]."""
+              object_rate: float | None = None, patch: int = 8, pooled_grid: int = 4) -> dict[str, np.ndarray]:
+  """Model inputs plus `target` (token id to predict) and `keep_valid` [B, T * tokens per frame]:
+  `curriculum_masks` at `object_rate` when given, else `subset_masks`."""
   b = len(samples)
   is_open = rng.random(b) < open_fraction
   options = [None if o else s["options"] for o, s in zip(is_open, samples)]
@@ -48,6 +63,7 @@ def sft_batch(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: int, 
   words = np.asarray([prompts.tokenizer.convert_tokens_to_ids(s["options"][s["answer"]]) for s in samples],
                      np.int32)
   relevant = np.stack([oracle_scores(s["relevant"], patch, pooled_grid).reshape(-1) for s in samples])
+  cells = np.stack([s["cells"] for s in samples]).astype(np.int32)
   tok = prompts.tokenizer
   yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
   n_opt = len(letters)
@@ -58,9 +74,10 @@ def sft_batch(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: int, 
   return {"frames": normalize_frames(np.stack([s["frames"] for s in samples])), "prefix": prefix,
           "suffix": suffix, "suffix_len": lengths, "answer": answer,
           "target": np.where(is_open, words, letters[answer]).astype(np.int32),
-          "keep_valid": subset_masks(rng, relevant, subset_fraction, subset_min_rate),
+          "keep_valid": (subset_masks(rng, relevant, subset_fraction, subset_min_rate) if object_rate is None
+                         else curriculum_masks(rng, relevant, cells, object_rate)),
           "option_pos": option_pos, "option_target": option_target, "option_valid": ~is_open,
-          "cells": np.stack([s["cells"] for s in samples]).astype(np.int32)}
+          "cells": cells, "relevant": relevant > 0}
 
 
 def option_word_positions(suffix: np.ndarray, letters: np.ndarray, dot: int) -> np.ndarray:

@@ -53,22 +53,34 @@ class WorldText:
     return (self.tokenizer.convert_tokens_to_ids("<image>"), self.tokenizer.convert_tokens_to_ids("<video>"))
 
 
-def sample(kind: str, rng: np.random.Generator) -> dict:
+def world_config(question_types: tuple[str, ...] = ()) -> world.WorldConfig:
+  """The embedded world, optionally restricted to some question types."""
+  return dataclasses.replace(WORLD, question_types=tuple(question_types)) if question_types else WORLD
+
+
+def sample(kind: str, rng: np.random.Generator, cfg: world.WorldConfig = WORLD) -> dict:
   if kind == "video":
-    return world.generate_video_sample(WORLD, rng)
+    return world.generate_video_sample(cfg, rng)
   if kind == "pseudo":
-    return pseudo_video.generate_pseudo_video_sample(WORLD, rng)
+    return pseudo_video.generate_pseudo_video_sample(cfg, rng)
   raise ValueError(f"Unknown sample kind {kind!r}; expected 'video' or 'pseudo'.")
 
 
-def training_stream(seed: int, pseudo_fraction: float) -> Iterator[dict]:
+def training_stream(seed: int, pseudo_fraction: float, cfg: world.WorldConfig = WORLD) -> Iterator[dict]:
   rng = np.random.default_rng([0xBA5E, seed, 1])  # no trailing zeros: [s, 1] == [s, 1, 0, 0] in numpy
   while True:
-    yield sample("pseudo" if rng.random() < pseudo_fraction else "video", rng)
+    yield sample("pseudo" if rng.random() < pseudo_fraction else "video", rng, cfg)
 
 
-def heldout_batches(kind: str, n: int, batch_size: int, text: WorldText) -> list[dict]:
+def heldout_batches(kind: str, n: int, batch_size: int, text: WorldText, cfg: world.WorldConfig = WORLD,
+                    with_types: bool = False) -> list[dict]:
+  """Encoded held-out batches (with each sample's `question_type` if `with_types`)."""
   rng = np.random.default_rng([0xBA5E, 12345, 2])
-  samples = [sample(kind, rng) for _ in range(n)]
-  return [encode_samples(samples[i:i + batch_size], text.prompts, text.suffix_len)
-          for i in range(0, n, batch_size)]
+  samples = [sample(kind, rng, cfg) for _ in range(n)]
+  batches = []
+  for i in range(0, n, batch_size):
+    b = encode_samples(samples[i:i + batch_size], text.prompts, text.suffix_len)
+    if with_types:
+      b["question_type"] = [s["question_type"] for s in samples[i:i + batch_size]]
+    batches.append(b)
+  return batches

@@ -35,6 +35,6 @@ def tiny_embedded_model(tmp_path_factory):
   """An embedded-model checkpoint folder trained for 2 steps: right format and shapes, fast to build."""
   from score_jax.embedded import base_model
   folder = str(tmp_path_factory.mktemp("embedded_llava"))
-  base_model.build_base_model(folder, base_model.BaseModelSettings(steps=2, vision_steps=2, batch_size=4, eval_samples=8),
-                              progress=False)
+  settings = base_model.BaseModelSettings(steps=2, vision_steps=2, batch_size=4, eval_samples=8)
+  base_model.build_base_model(folder, settings, progress=False)
   return folder

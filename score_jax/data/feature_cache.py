@@ -455,10 +455,9 @@ def _remove_unreferenced(cache_dir: str, entries: dict) -> None:
       os.remove(os.path.join(cache_dir, name))
 
 
-def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str | None = None,
-                 check_videos: bool = True) -> str | None:
+def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str | None = None) -> str | None:
   """None if the cache is complete and current, else why not. Checks the settings, the dataset
-  file's hash and (`check_videos`) each video still on disk against the fingerprint its entry was
+  file's hash and each video still on disk against the fingerprint its entry was
   built from (size, first and last 64 KiB), so a replaced video is never answered from stale
   tokens; videos no longer on disk are served from the cache."""
   m = read_manifest(cache_dir)
@@ -471,13 +470,12 @@ def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str
   if dataset_path is not None and os.path.exists(dataset_path):
     if jf.file_sha256(dataset_path) != m.get("dataset", {}).get("sha256"):
       return f"{dataset_path} changed since the feature cache in {cache_dir} was built"
-    if check_videos:
-      root = os.path.dirname(os.path.abspath(dataset_path))
-      for key, entry in m["entries"].items():
-        video = os.path.join(root, entry["video"])
-        if os.path.exists(video) and _entry_key(entry["video"], _sampled_file_hash(video), entry["start"],
-                                                entry["end"]) != key:
-          return f"{video} changed since the feature cache in {cache_dir} was built"
+    root = os.path.dirname(os.path.abspath(dataset_path))
+    for key, entry in m["entries"].items():
+      video = os.path.join(root, entry["video"])
+      if os.path.exists(video) and _entry_key(entry["video"], _sampled_file_hash(video), entry["start"],
+                                              entry["end"]) != key:
+        return f"{video} changed since the feature cache in {cache_dir} was built"
   return None
 
 

@@ -127,8 +127,8 @@ def _loss_fn(module, aux_module, params, batch):
   hidden = prefill.decode(module, params, inputs)
   suffix_start = batch["prefix"].shape[1] + n + 1
   pos = jnp.concatenate([inputs.answer_index[:, None], suffix_start + batch["option_pos"]], axis=1)
-  logits = module.apply({"params": params}, jnp.take_along_axis(hidden, pos[..., None], axis=1),
-                        method=LlavaOnevision.logits)
+  scored = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # answer position, then option words
+  logits = module.apply({"params": params}, scored, method=LlavaOnevision.logits)
   targets = jnp.concatenate([batch["target"][:, None], batch["option_target"]], axis=1)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   opt_w = batch["option_valid"].astype(jnp.float32)[:, None]
@@ -136,9 +136,8 @@ def _loss_fn(module, aux_module, params, batch):
   option_loss = (ce[:, 1:] * opt_w).sum() / jnp.maximum(opt_w.sum() * n_options, 1.0)
   b, t, p, d = visual.shape
   lp = batch["prefix"].shape[1]
-  answer_hidden = jnp.take_along_axis(hidden, inputs.answer_index[:, None, None], axis=1)[:, 0]
   heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1),
-                           answer_hidden)
+                           scored[:, 0])
   pointer = pointer_loss(heads.pop("pointer"), batch["relevant"], batch["keep_valid"])
   targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
   aux_loss = sum(optax.softmax_cross_entropy_with_integer_labels(heads[k].astype(jnp.float32), targets[k]).mean()
@@ -160,22 +159,12 @@ def _vision_loss(module, aux_module, params, batch):
   return loss, jnp.float32(0.0)
 
 
-def make_vision_step(module, aux_module, tx):
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, batch):
-    (loss, acc), grads = jax.value_and_grad(lambda p: _vision_loss(module, aux_module, p, batch),
-                                            has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, acc
-  return step
-
-
 def pretrain_vision(module, aux_module, params, stream, settings, progress: bool = True):
   """Stage 1 (`settings.vision_steps`): the vision side learns colours and shapes per cell alone,
   so the decoder starts from features it can use (joint training leaves shape half-learned)."""
   tx = optax.adam(settings.learning_rate)
   opt_state = tx.init(params)
-  step = make_vision_step(module, aux_module, tx)
+  step = make_step(lambda p, b: _vision_loss(module, aux_module, p, b), tx)
   bar = tqdm.trange(settings.vision_steps, desc="embedded vision side", disable=not progress)
   for i in bar:
     samples = [next(stream) for _ in range(settings.batch_size)]
@@ -187,12 +176,12 @@ def pretrain_vision(module, aux_module, params, stream, settings, progress: bool
   return params
 
 
-def make_train_step(module, aux_module, tx, num_visual):
+def make_step(loss_fn, tx):
+  """Jitted (params, opt_state, batch) -> (params, opt_state, loss, accuracy) for
+  loss_fn(params, batch) -> (loss, accuracy); params and optimizer state are donated."""
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, batch):
-    batch = dict(batch, visual_n=num_visual)
-    (loss, acc), grads = jax.value_and_grad(lambda p: _loss_fn(module, aux_module, p, batch),
-                                            has_aux=True)(params)
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss, acc
   return step
@@ -244,7 +233,7 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   opt_state = tx.init(params)
   option_ids = jnp.asarray(text.prompts.option_token_ids(4))
   num_visual = world_text.WORLD.frames * cfg.tokens_per_frame
-  step = make_train_step(module, aux_module, tx, num_visual)
+  step = make_step(lambda p, b: _loss_fn(module, aux_module, p, dict(b, visual_n=num_visual)), tx)
   probe = world_text.heldout_batches("video", settings.eval_samples, 64, text, world_cfg, with_types=True)
   rng = np.random.default_rng([0xBA5E, settings.seed, 3])
   bar = tqdm.trange(settings.steps, desc="embedded base model", disable=not progress)

@@ -21,6 +21,7 @@ def get_config():
   c = curriculum.get_config()
   c.method = "cacovid"
   c.workdir = "workdirs/cacovid"
+  c.curriculum = "pseudo:150,video:350"  # each step runs 2 visits x 9 rollouts: ~4x a SCORE step
   c.policy = ml_collections.ConfigDict()
   c.policy.hidden = 64
   c.policy.num_layers = 1

@@ -16,13 +16,17 @@ def get_config():
   c.seed = 0
   c.batch_size = 8
   # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos) or "video".
-  c.curriculum = "pseudo:150,video:350"
+  c.curriculum = "pseudo:300,video:1700"
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "embedded"          # "embedded" or "hf" (a local Hugging Face LLaVA-OneVision folder)
   c.model.checkpoint = ""            # folder for kind="hf"; for "embedded", "" = the default cache
   c.model.dtype = "float32"
   c.model.mesh = (-1, 1, 1)          # (data, fsdp, tensor); -1 fills the devices
+  # How the frozen LLM's choice is read (score_jax/models/prompt.py): "letter" (the lmms-eval prompt, what
+  # real LLaVA-OneVision checkpoints use) or "option_word" (cloze: options scored by their own token's
+  # likelihood). The embedded model reads the answer at 0.99 but maps it to a letter at 0.34 (BUILD_NOTES.md).
+  c.model.answer_format = "option_word"
 
   c.policy = ml_collections.ConfigDict()
   c.policy.hidden = 64
@@ -38,7 +42,7 @@ def get_config():
   c.rl.sampler = "gumbel_topk"       # "gumbel_topk" (exactly k) | "bernoulli" (at most k)
   c.rl.logprob = "plackett_luce"     # "plackett_luce" | "cheap_set" | "bernoulli" | "per_token"
   c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
-  c.rl.task_reward = "correct"       # "correct" | "margin" | "correct+margin"
+  c.rl.task_reward = "correct+margin"  # "correct" | "margin" | "correct+margin" (BUILD_NOTES.md)
   c.rl.comp_weight = 0.5
   c.rl.eps_low = 0.2
   c.rl.eps_high = 0.2

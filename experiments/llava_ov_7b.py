@@ -33,6 +33,7 @@ def get_config():
   c.model.kind = "hf"
   c.model.checkpoint = "/path/to/llava-onevision-qwen2-7b-ov-hf"  # a local folder; nothing is downloaded
   c.model.dtype = "bfloat16"
+  c.model.answer_format = "letter"   # the lmms-eval multiple-choice prompt these checkpoints are evaluated with
   c.model.mesh = (1, -1, 1)          # (data, fsdp, tensor): parameters sharded over all devices
   c.model.num_frames = 32            # uniformly sampled frames per video (LLaVA-OV's evaluation setting)
   c.model.suffix_len = 256           # question + options + instruction tokens after the video

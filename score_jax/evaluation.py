@@ -34,7 +34,7 @@ def _answer_fn(llm):
   def answer(params, visual, keep, batch):
     logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
                                     batch["suffix_len"])
-    return jnp.argmax(prefill.option_logprobs(logits, llm.option_ids), -1)
+    return jnp.argmax(prefill.option_logprobs(logits, batch.get("option_ids", llm.option_ids)), -1)
   return answer
 
 
@@ -81,7 +81,7 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
     bsz, t, p, d = visual.shape
     n = t * p
     flat = visual.reshape(bsz, n, d)
-    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len")}
+    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len", "option_ids") if k in b}
     features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
     arrays = {k: v for k, v in dict(b, **features).items()
               if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biuf"}

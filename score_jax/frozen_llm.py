@@ -25,7 +25,8 @@ class FrozenLLM:
 
   @functools.cached_property
   def option_ids(self) -> np.ndarray:
-    """Token id of each option letter (numpy, so that it is a constant inside any trace)."""
+    """Token id of each option letter (numpy, so that it is a constant inside any trace); batches of the
+    "option_word" format carry their own per-sample "option_ids" instead."""
     return np.asarray(self.prompts.option_token_ids(self.num_options), np.int32)
 
   @functools.cached_property
@@ -44,20 +45,26 @@ class FrozenLLM:
     return {"question": emb, "question_mask": jnp.arange(suffix.shape[1])[None, :] < suffix_len[:, None]}
 
 
+def answer_format(model_config) -> str:
+  """`config.model.answer_format` (see `score_jax.models.prompt.ANSWER_FORMATS`), "letter" if unset."""
+  return model_config.get("answer_format", "letter")
+
+
 def load_frozen_llm(model_config, mesh) -> FrozenLLM:
   """From `config.model`: kind "embedded" (the built-in model) or "hf" (a local checkpoint folder)."""
   if model_config.kind == "embedded":
     from score_jax.embedded import base_model, world_text
     folder = base_model.ensure_base_model(model_config.checkpoint or base_model.DEFAULT_DIR)
     cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh, dtype=model_config.dtype)
-    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(folder), world_text.SUFFIX_LEN,
-                     world_text.WORLD.frames)
+    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(folder, answer_format(model_config)),
+                     world_text.SUFFIX_LEN, world_text.WORLD.frames)
   if model_config.kind == "hf":
     if not model_config.checkpoint:
       raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
     cfg, module, params = hf_loading.load_llava_onevision(model_config.checkpoint, mesh=mesh,
                                                           dtype=model_config.dtype)
-    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(model_config.checkpoint),
+    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(model_config.checkpoint,
+                                                                    answer_format(model_config)),
                      model_config.get("suffix_len", 128), model_config.get("num_frames", 32),
                      model_config.get("num_options", 4))
   raise ValueError(f"config.model.kind={model_config.kind!r}; expected 'embedded' or 'hf'.")

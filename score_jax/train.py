@@ -91,13 +91,15 @@ def blind_keep_fn(llm):
   """Item filter for training data: keep the questions the frozen LLM gets wrong without the video."""
   from score_jax.data.blind_filter import blind_option_logprobs
   option_ids = llm.option_ids
-  score = jax.jit(lambda params, prefix, suffix, n: blind_option_logprobs(llm.module, params, prefix, suffix, n,
-                                                                          option_ids))
+  score = jax.jit(lambda params, prefix, suffix, n, ids: blind_option_logprobs(llm.module, params, prefix, suffix,
+                                                                               n, ids))
 
   def keep(item) -> bool:
     options = [str(o) for o in item["options"]][:int(item.get("num_options", len(item["options"])))]
     prefix, suffix, n = llm.prompts.encode_batch([str(item["question"])], [options], llm.suffix_len)
-    return int(np.argmax(np.asarray(score(llm.params, prefix, suffix, n))[0])) != int(item["answer"])
+    ids = llm.prompts.option_word_ids([options])
+    logp = np.asarray(score(llm.params, prefix, suffix, n, option_ids if ids is None else ids))
+    return int(np.argmax(logp[0])) != int(item["answer"])
   return keep
 
 
@@ -191,7 +193,7 @@ def train(config) -> dict:
     b = model_inputs(next(iters[si]), llm, preprocess)
     video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
     batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
-                                                              "answer")})
+                                                              "answer", "option_ids") if k in b})
     if video == "frames":
       batch["visual"] = llm.encode(llm.params, batch.pop("frames"))
     if with_question:

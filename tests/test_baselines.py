@@ -16,7 +16,8 @@ from score_jax.models import prefill
 from score_jax.models.attention import attention_mask
 from score_jax.models.configs import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 from score_jax.models.llava_onevision import LlavaOnevision
-from score_jax.models.partial_forward import attention_rows, forward_layers, layer_params, layer_query_key
+from score_jax.models.partial_forward import (attention_rows, final_norm, forward_layers, layer_params,
+                                              layer_query_key)
 from score_jax.models.qwen2 import Qwen2MLP, RMSNorm
 from score_jax.testing.random_params import numpy_params, touch_all
 
@@ -102,7 +103,7 @@ def test_visionzip_keeps_dominant_tokens():
 
 def test_vidcom2_keeps_tokens_that_change():
   rng = np.random.default_rng(4)
-  t, p, d = 4, 16, 16
+  t, p = 4, 16
   base = np.concatenate([rng.normal(size=(p, 8)), np.full((p, 8), 0.5) + 0.01 * rng.normal(size=(p, 8))], -1)
   video = np.repeat(base[None], t, axis=0)  # a static scene ...
   video[2, [3, 7], 8:] = -0.5 + 0.01 * rng.normal(size=(2, 8))  # ... where two tokens of frame 2 change
@@ -157,7 +158,7 @@ def _partial_forward_check(module, params, data):
                                    data["prefix"], data["suffix"], data["suffix_len"])
   full = prefill.decode(module, params, inputs)
   hidden = forward_layers(module, params, inputs, 3)
-  final = RMSNorm(CFG.text.rms_norm_eps).apply({"params": params["language_model"]["norm"]}, hidden)
+  final = final_norm(module, params, hidden)
   # layer 1's q / k rebuild its output: softmax(q k^T / sqrt(D)) v -> o_proj -> + residual -> + MLP
   h1 = forward_layers(module, params, inputs, 1)
   q, k = layer_query_key(module, params, h1, inputs.positions, 1)
@@ -175,7 +176,8 @@ def _partial_forward_check(module, params, data):
   # the head-averaged rows of `attention_rows` are the mean of those weights
   rows = attention_rows(q[:, -3:], k, jnp.broadcast_to(jnp.arange(q.shape[1] - 3, q.shape[1]), (b, 3)),
                         inputs.valid)
-  return [(final, full, 2e-5), (x, h2, 2e-5), (rows[0], w[0, :, -3:].mean(0), 1e-6)]
+  resumed = forward_layers(module, params, inputs, 3, start=1, x=h1)
+  return [(final, full, 2e-5), (x, h2, 2e-5), (rows[0], w[0, :, -3:].mean(0), 1e-6), (resumed, hidden, 1e-6)]
 
 
 def test_fastv_selects_most_attended(llm):

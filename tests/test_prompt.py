@@ -56,3 +56,19 @@ def test_errors_name_the_problem(encoder, tmp_path):
     bad.encode("what", ["red", "blue"])
   with pytest.raises(prompt.PromptError, match="does not exist"):
     prompt.PromptEncoder.from_folder(str(tmp_path / "nope"))
+
+
+def test_option_word_format_is_cloze_and_scores_each_option_by_its_token(encoder):
+  cloze = prompt.PromptEncoder(encoder.tokenizer, encoder.template, "option_word")
+  tok = encoder.tokenizer
+  _, suf = cloze.encode("what color is moving", ["red", "blue", "green", "pink"])
+  words = tok.convert_ids_to_tokens(suf)
+  assert "A" not in words and "red" not in words  # the options are not shown ...
+  assert words[:4] == ["what", "color", "is", "moving"]  # ... the open-ended prompt is
+  assert cloze.encode("what color is moving", None) == cloze.encode("what color is moving", ["red", "blue"])
+  ids = cloze.option_word_ids([["red", "blue", "green", "pink"], ["pink", "red"]])
+  assert tok.convert_ids_to_tokens(ids[0].tolist()) == ["red", "blue", "green", "pink"]
+  assert tok.convert_ids_to_tokens(ids[1].tolist()) == ["pink", "red", "pink", "pink"]  # padded with the first
+  assert encoder.option_word_ids([["red", "blue"]]) is None  # letters: the same ids for every sample
+  with pytest.raises(prompt.PromptError, match="answer_format"):
+    prompt.PromptEncoder(tok, encoder.template, "letters")

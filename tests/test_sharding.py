@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from score_jax.models import sharding as shd
-from score_jax.models import prefill, sharded
+from score_jax.models import sharded
 from score_jax.models.configs import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 from score_jax.models.llava_onevision import LlavaOnevision
 

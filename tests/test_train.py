@@ -126,7 +126,9 @@ def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_mo
   decisions = [keep(src[i]) for i in range(16)]
   assert 0 < sum(decisions) <= 16
   batch = next(make_iterator(src, 8, seed=0, keep_fn=keep, num_threads=1))
-  prefix, suffix, n = llm.prompts.encode_batch([str(q) for q in batch["question"]],
-                                               [[str(o) for o in row] for row in batch["options"]], llm.suffix_len)
-  blind = np.asarray(blind_option_logprobs(llm.module, llm.params, prefix, suffix, n, llm.option_ids))
+  options = [[str(o) for o in row] for row in batch["options"]]
+  prefix, suffix, n = llm.prompts.encode_batch([str(q) for q in batch["question"]], options, llm.suffix_len)
+  ids = llm.prompts.option_word_ids(options)
+  blind = np.asarray(blind_option_logprobs(llm.module, llm.params, prefix, suffix, n,
+                                           llm.option_ids if ids is None else ids))
   assert (blind.argmax(-1) != batch["answer"]).all()

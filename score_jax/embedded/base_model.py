@@ -28,7 +28,7 @@ import tqdm
 from score_jax.embedded import world_text
 from score_jax.embedded.sft_batches import sft_batch
 from score_jax.embedded.model_config import embedded_config
-from score_jax.models import hf_loading, hf_saving, prefill, sharded, sharding as shd
+from score_jax.models import hf_loading, hf_saving, partial_forward, prefill, sharded, sharding as shd
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.models.preprocess import normalize_frames
 
@@ -55,6 +55,10 @@ class BaseModelSettings:
   num_layers: int = 3
   vision_hidden_size: int = 48
   vision_layers: int = 1
+  kv_heads: int = 0               # decoder key/value heads (0: model_config.py's choice)
+  finder_layer: int = -1          # >= 0: head 0 of this decoder layer is trained to attend to the
+                                  # question's object from the answer position (`finder_loss`)
+  rope_theta: float = 10000.0     # decoder RoPE base
   question_types: tuple[str, ...] = ()  # training questions (empty: the world's); held-out: the same
   eval_every: int = 0             # > 0: log held-out accuracy per question type every so many steps
   eval_samples: int = 512
@@ -115,7 +119,57 @@ def _aux_targets(cells, num_colors, num_shapes):
           "llm_changed": changed}
 
 
-def _loss_fn(module, aux_module, params, batch):
+def _dense_loss(logits, target, balanced: bool = False):
+  """Mean cross-entropy; `balanced`: the mean over each class, averaged (a change touches ~3% of the
+  tokens, and a plain mean lets the head answer "unchanged" everywhere)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), target)
+  if not balanced:
+    return ce.mean()
+  per_class = [(ce * (target == c)).sum() / jnp.maximum((target == c).sum(), 1) for c in range(logits.shape[-1])]
+  return sum(per_class) / len(per_class)
+
+
+def _pointer_hit(logits, relevant, valid):
+  """Share of samples (with a visible target) whose pointer's top token is one of the target's."""
+  top = jnp.argmax(jnp.where(valid, logits, -jnp.inf), axis=-1)
+  hit = jnp.take_along_axis(relevant & valid, top[:, None], axis=1)[:, 0]
+  has = jnp.any(relevant & valid, axis=-1)
+  return (hit & has).sum() / jnp.maximum(has.sum(), 1)
+
+
+def _aux_accuracies(heads, targets, aux_module):
+  """Accuracy of each dense head on the tokens that hold an object (changed: on changed tokens),
+  to tell which skill a stalled model lacks."""
+  objects = targets["vision_color"] < aux_module.num_colors
+  out = {}
+  for name, logits in heads.items():
+    where = targets[name] == 1 if name == "llm_changed" else objects
+    ok = (jnp.argmax(logits, -1) == targets[name]) & where
+    out[name] = ok.sum() / jnp.maximum(where.sum(), 1)
+  return out
+
+
+def _decode_with_finder(module, params, inputs, layer: int):
+  """(final hidden states [B, L, d], attention [B, L] of query head 0 of decoder layer `layer` at the
+  answer position): the same forward as `prefill.decode`, run layer by layer."""
+  x = partial_forward.forward_layers(module, params, inputs, layer)
+  q, k = partial_forward.layer_query_key(module, params, x, inputs.positions, layer)
+  q0 = jnp.take_along_axis(q[:, :, :1], inputs.answer_index[:, None, None, None], axis=1)
+  attention = partial_forward.attention_rows(q0, k[:, :, :1], inputs.answer_index[:, None], inputs.valid)[:, 0]
+  x = partial_forward.forward_layers(module, params, inputs, module.cfg.text.num_hidden_layers, start=layer, x=x)
+  return partial_forward.final_norm(module, params, x), attention
+
+
+def finder_loss(attention, target):
+  """-log of the attention mass [B, N] a head puts on the target tokens (bool [B, N]), averaged over
+  samples with a visible target. Trains one head of a middle layer to fetch what the question asks
+  about, so the layers after it can read the answer from what it fetched."""
+  mass = (attention * target).sum(-1)
+  has = target.any(-1).astype(jnp.float32)
+  return -(jnp.log(mass + 1e-6) * has).sum() / jnp.maximum(has.sum(), 1.0)
+
+
+def _loss_fn(module, aux_module, params, batch, finder_layer: int = -1):
   """Cross-entropy of the answer token, of each option's yes/no (multiple-choice samples), and of
   the dense per-token labels (`AuxHeads`)."""
   params, aux_params = params
@@ -124,7 +178,13 @@ def _loss_fn(module, aux_module, params, batch):
   keep = prefill.all_keep_indices(visual.shape[0], n)
   inputs = prefill.assemble_inputs(module, params, visual, keep, batch["prefix"], batch["suffix"],
                                    batch["suffix_len"], keep_valid=batch["keep_valid"])
-  hidden = prefill.decode(module, params, inputs)
+  lp = batch["prefix"].shape[1]
+  if finder_layer < 0:
+    hidden, finder = prefill.decode(module, params, inputs), jnp.float32(0.0)
+  else:
+    hidden, attention = _decode_with_finder(module, params, inputs, finder_layer)
+    target = batch["relevant"] & batch["keep_valid"]
+    finder = finder_loss(attention[:, lp:lp + n], target)
   suffix_start = batch["prefix"].shape[1] + n + 1
   pos = jnp.concatenate([inputs.answer_index[:, None], suffix_start + batch["option_pos"]], axis=1)
   scored = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # answer position, then option words
@@ -135,16 +195,16 @@ def _loss_fn(module, aux_module, params, batch):
   n_options = ce.shape[1] - 1
   option_loss = (ce[:, 1:] * opt_w).sum() / jnp.maximum(opt_w.sum() * n_options, 1.0)
   b, t, p, d = visual.shape
-  lp = batch["prefix"].shape[1]
   heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1),
                            scored[:, 0])
-  pointer = pointer_loss(heads.pop("pointer"), batch["relevant"], batch["keep_valid"])
+  pointer_logits = heads.pop("pointer")
+  pointer = pointer_loss(pointer_logits, batch["relevant"], batch["keep_valid"])
+  pointer_hit = _pointer_hit(pointer_logits, batch["relevant"], batch["keep_valid"])
   targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
-  aux_loss = sum(optax.softmax_cross_entropy_with_integer_labels(heads[k].astype(jnp.float32), targets[k]).mean()
-                 for k in heads) + pointer
-  loss = ce[:, 0].mean() + option_loss + aux_loss
-  acc = (jnp.argmax(logits[:, 0], -1) == batch["target"]).mean()
-  return loss, acc
+  aux_loss = sum(_dense_loss(heads[k], targets[k], balanced=k == "llm_changed") for k in heads) + pointer
+  loss = ce[:, 0].mean() + option_loss + aux_loss + finder
+  return loss, {"finder": finder, "acc": (jnp.argmax(logits[:, 0], -1) == batch["target"]).mean(),
+                **_aux_accuracies(heads, targets, aux_module), "pointer": pointer_hit}
 
 
 def _vision_loss(module, aux_module, params, batch):
@@ -156,7 +216,7 @@ def _vision_loss(module, aux_module, params, batch):
   for name in ("vision_color", "vision_shape"):
     logits = visual @ aux_params[name]["kernel"] + aux_params[name]["bias"]
     loss = loss + optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets[name]).mean()
-  return loss, jnp.float32(0.0)
+  return loss, {"acc": jnp.float32(0.0)}
 
 
 def pretrain_vision(module, aux_module, params, stream, settings, progress: bool = True):
@@ -177,24 +237,25 @@ def pretrain_vision(module, aux_module, params, stream, settings, progress: bool
 
 
 def make_step(loss_fn, tx):
-  """Jitted (params, opt_state, batch) -> (params, opt_state, loss, accuracy) for
-  loss_fn(params, batch) -> (loss, accuracy); params and optimizer state are donated."""
+  """Jitted (params, opt_state, batch) -> (params, opt_state, loss, metrics) for
+  loss_fn(params, batch) -> (loss, metrics); params and optimizer state are donated."""
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(params, opt_state, batch):
-    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, acc
+    return optax.apply_updates(params, updates), opt_state, loss, metrics
   return step
 
 
 def evaluate_full_tokens(module, params, batches, option_ids, by_type: bool = False):
-  """Held-out accuracy of the model with all visual tokens (and per question type if `by_type`)."""
+  """Held-out accuracy of the model with all visual tokens (and per question type if `by_type`); options
+  are scored by the batches' own "option_ids" when they have them, else by `option_ids` (letters)."""
   @jax.jit
   def predict(params, b):
     visual = prefill.encode_video(module, params, b["frames"])
     keep = prefill.all_keep_indices(visual.shape[0], visual.shape[1] * visual.shape[2])
     logits = prefill.prefill_logits(module, params, visual, keep, b["prefix"], b["suffix"], b["suffix_len"])
-    return jnp.argmax(prefill.option_logprobs(logits, option_ids), -1)
+    return jnp.argmax(prefill.option_logprobs(logits, b.get("option_ids", option_ids)), -1)
   hits: dict[str, list[bool]] = {}
   for b in batches:
     pred = np.asarray(predict(params, {k: v for k, v in b.items() if k not in ("answer", "question_type")}))
@@ -214,6 +275,9 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   cfg = embedded_config(len(text.tokenizer), *text.special_ids(), hidden_size=settings.hidden_size,
                         num_layers=settings.num_layers, vision_hidden_size=settings.vision_hidden_size,
                         vision_layers=settings.vision_layers)
+  text_cfg = dataclasses.replace(cfg.text, rope_theta=settings.rope_theta,
+                                 num_key_value_heads=settings.kv_heads or cfg.text.num_key_value_heads)
+  cfg = dataclasses.replace(cfg, text=text_cfg)
   module = LlavaOnevision(cfg)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   params = sharded.init_llava_params(module, mesh, jax.random.key(settings.seed))
@@ -233,7 +297,8 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   opt_state = tx.init(params)
   option_ids = jnp.asarray(text.prompts.option_token_ids(4))
   num_visual = world_text.WORLD.frames * cfg.tokens_per_frame
-  step = make_step(lambda p, b: _loss_fn(module, aux_module, p, dict(b, visual_n=num_visual)), tx)
+  step = make_step(lambda p, b: _loss_fn(module, aux_module, p, dict(b, visual_n=num_visual),
+                                         settings.finder_layer), tx)
   probe = world_text.heldout_batches("video", settings.eval_samples, 64, text, world_cfg, with_types=True)
   rng = np.random.default_rng([0xBA5E, settings.seed, 3])
   bar = tqdm.trange(settings.steps, desc="embedded base model", disable=not progress)
@@ -243,19 +308,25 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
     batch = sft_batch(samples, text.prompts, text.suffix_len, rng, settings.open_fraction,
                       settings.subset_fraction, settings.subset_min_rate, object_rate=object_rate(i, settings))
     batch.pop("answer")
-    params, opt_state, loss, acc = step(params, opt_state, batch)
+    params, opt_state, loss, metrics = step(params, opt_state, batch)
     if i % 20 == 0 or i == settings.steps - 1:
-      acc = float(acc)
+      acc = float(metrics["acc"])
       ema = acc if ema is None else 0.8 * ema + 0.2 * acc
       bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{ema:.2f}")
     if settings.eval_every and (i + 1) % settings.eval_every == 0 and i + 1 < settings.steps:
-      logging.info("step %d held-out accuracy (all tokens, by type): %s", i + 1,
-                   evaluate_full_tokens(module, params[0], probe, option_ids, by_type=True))
+      logging.info("step %d held-out accuracy (all tokens, by type): %s; last batch: %s", i + 1,
+                   evaluate_full_tokens(module, params[0], probe, option_ids, by_type=True),
+                   {k: round(float(v), 3) for k, v in metrics.items()})
   params = params[0]
   overall, by_type = evaluate_full_tokens(module, params, probe, option_ids, by_type=True)
+  cloze = world_text.WorldText.create("option_word")
   accs = {"video": overall, "video_by_type": by_type,
+          "video_option_word": evaluate_full_tokens(module, params, world_text.heldout_batches(
+              "video", settings.eval_samples, 64, cloze, world_cfg), option_ids),
           "pseudo": evaluate_full_tokens(module, params, world_text.heldout_batches(
-              "pseudo", settings.eval_samples, 64, text, world_cfg), option_ids)}
+              "pseudo", settings.eval_samples, 64, text, world_cfg), option_ids),
+          "pseudo_option_word": evaluate_full_tokens(module, params, world_text.heldout_batches(
+              "pseudo", settings.eval_samples, 64, cloze, world_cfg), option_ids)}
   info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings),
           "heldout_accuracy_all_tokens": accs, "build_seconds": round(time.time() - t0, 1)}
   hf_saving.save_llava_onevision(out_dir, cfg, params, text.tokenizer)
@@ -303,6 +374,13 @@ def _define_flags() -> dict:
       batch_size=flags.DEFINE_integer("batch_size", BaseModelSettings.batch_size, "samples per step"),
       hidden_size=flags.DEFINE_integer("hidden_size", BaseModelSettings.hidden_size, "decoder width"),
       num_layers=flags.DEFINE_integer("num_layers", BaseModelSettings.num_layers, "decoder layers"),
+      finder_layer=flags.DEFINE_integer("finder_layer", BaseModelSettings.finder_layer,
+                                        "decoder layer whose head 0 learns to attend to the target (-1: none)"),
+      rope_theta=flags.DEFINE_float("rope_theta", BaseModelSettings.rope_theta, "decoder RoPE base"),
+      kv_heads=flags.DEFINE_integer("kv_heads", BaseModelSettings.kv_heads, "decoder KV heads (0: model_config.py's)"),
+      vision_hidden_size=flags.DEFINE_integer("vision_hidden_size", BaseModelSettings.vision_hidden_size,
+                                              "vision tower width"),
+      vision_layers=flags.DEFINE_integer("vision_layers", BaseModelSettings.vision_layers, "vision tower layers"),
       vision_steps=flags.DEFINE_integer("vision_steps", BaseModelSettings.vision_steps, "stage-1 steps"),
       hold_fraction=flags.DEFINE_float("hold_fraction", BaseModelSettings.hold_fraction, "see object_rate"),
       ramp_fraction=flags.DEFINE_float("ramp_fraction", BaseModelSettings.ramp_fraction, "see object_rate"),

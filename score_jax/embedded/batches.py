@@ -12,8 +12,14 @@ from score_jax.models.prompt import PromptEncoder
 
 def encode_text(questions: Sequence[str], options: Sequence[Sequence[str]], prompts: PromptEncoder,
                 suffix_len: int) -> dict[str, np.ndarray]:
+  """prefix, suffix, suffix_len, and "option_ids" [B, n] when the prompt format scores options by
+  per-sample tokens (see `PromptEncoder.option_word_ids`)."""
   prefix, suffix, lengths = prompts.encode_batch(questions, options, suffix_len)
-  return {"prefix": prefix, "suffix": suffix, "suffix_len": lengths}
+  out = {"prefix": prefix, "suffix": suffix, "suffix_len": lengths}
+  ids = prompts.option_word_ids(options)
+  if ids is not None:
+    out["option_ids"] = ids
+  return out
 
 
 def encode_samples(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: int) -> dict[str, np.ndarray]:

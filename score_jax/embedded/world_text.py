@@ -40,13 +40,13 @@ class WorldText:
   suffix_len: int = SUFFIX_LEN
 
   @classmethod
-  def create(cls) -> "WorldText":
+  def create(cls, answer_format: str = "letter") -> "WorldText":
     tok = build_word_tokenizer(world.vocabulary(WORLD))
-    return cls(tok, PromptEncoder(tok, tok.chat_template))
+    return cls(tok, PromptEncoder(tok, tok.chat_template, answer_format))
 
   @classmethod
-  def from_folder(cls, folder: str) -> "WorldText":
-    prompts = PromptEncoder.from_folder(folder)
+  def from_folder(cls, folder: str, answer_format: str = "letter") -> "WorldText":
+    prompts = PromptEncoder.from_folder(folder, answer_format)
     return cls(prompts.tokenizer, prompts)
 
   def special_ids(self) -> tuple[int, int]:

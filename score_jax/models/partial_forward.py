@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from score_jax.models.attention import attention_mask
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.models.prefill import PrefillInputs
-from score_jax.models.qwen2 import Qwen2DecoderLayer
+from score_jax.models.qwen2 import Qwen2DecoderLayer, RMSNorm
 from score_jax.models.rope import apply_rope, rope_cos_sin
 
 
@@ -28,18 +28,26 @@ def _rope(model: LlavaOnevision, positions: jnp.ndarray):
   return rope_cos_sin(positions, cfg.head_size, cfg.rope_theta)
 
 
-def forward_layers(model: LlavaOnevision, params, inputs: PrefillInputs, num_layers: int) -> jnp.ndarray:
-  """Residual stream [B, L, d] after the first `num_layers` decoder layers (no final norm)."""
+def forward_layers(model: LlavaOnevision, params, inputs: PrefillInputs, num_layers: int,
+                   start: int = 0, x: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Residual stream [B, L, d] after decoder layers `start`..`num_layers - 1` (no final norm), from
+  the input embeddings, or from `x` (the stream entering layer `start`)."""
   cfg = model.cfg.text
-  if not 0 <= num_layers <= cfg.num_hidden_layers:
-    raise ValueError(f"num_layers={num_layers} must be in [0, {cfg.num_hidden_layers}].")
+  if not 0 <= start <= num_layers <= cfg.num_hidden_layers:
+    raise ValueError(f"Need 0 <= start={start} <= num_layers={num_layers} <= {cfg.num_hidden_layers}.")
   cos, sin = _rope(model, inputs.positions)
   mask = attention_mask(inputs.valid, inputs.valid, causal=True)
   layer = Qwen2DecoderLayer(cfg, dtype=model.dtype, param_dtype=model.param_dtype)
-  x = inputs.embeds.astype(model.dtype)
-  for i in range(num_layers):
+  x = inputs.embeds.astype(model.dtype) if x is None else x
+  for i in range(start, num_layers):
     x, _ = layer.apply({"params": layer_params(params, i)}, x, cos, sin, mask)
   return x
+
+
+def final_norm(model: LlavaOnevision, params, x: jnp.ndarray) -> jnp.ndarray:
+  """The decoder's final RMSNorm: `forward_layers` over every layer, then this, equals `prefill.decode`."""
+  return RMSNorm(model.cfg.text.rms_norm_eps, model.param_dtype).apply(
+      {"params": params["language_model"]["norm"]}, x)
 
 
 def _rms_norm(x: jnp.ndarray, scale: jnp.ndarray, eps: float) -> jnp.ndarray:

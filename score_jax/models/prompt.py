@@ -17,6 +17,11 @@ VIDEO_PLACEHOLDER = "<video>"
 LETTERS = "ABCDEFGHIJ"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
+# How a multiple-choice answer is read off the answer position's logits:
+#   "letter":      the lmms-eval prompt (lettered options + MC_INSTRUCTION); options scored by their letter.
+#   "option_word": the cloze form (the question + OPEN_INSTRUCTION, options not shown); options scored by
+#                  the log-prob of each option's first token, as likelihood-based multiple choice does.
+ANSWER_FORMATS = ("letter", "option_word")
 
 # The chat template shipped with the llava-hf LLaVA-OneVision processors (Qwen2 ChatML turns).
 LLAVA_OV_CHAT_TEMPLATE = (
@@ -65,14 +70,20 @@ def mc_question_text(question: str, options: Sequence[str]) -> str:
 
 @dataclasses.dataclass
 class PromptEncoder:
-  """Turns (question, options) into the prefix/suffix ids around the video, and option-letter ids."""
+  """Turns (question, options) into the prefix/suffix ids around the video, and the token ids that
+  score the options (see ANSWER_FORMATS)."""
   tokenizer: object
   template: str = LLAVA_OV_CHAT_TEMPLATE
+  answer_format: str = "letter"
+
+  def __post_init__(self):
+    if self.answer_format not in ANSWER_FORMATS:
+      raise PromptError(f"answer_format={self.answer_format!r}; expected one of {ANSWER_FORMATS}.")
 
   @classmethod
-  def from_folder(cls, folder: str) -> "PromptEncoder":
+  def from_folder(cls, folder: str, answer_format: str = "letter") -> "PromptEncoder":
     tok = load_tokenizer(folder)
-    return cls(tok, chat_template_of(tok, folder))
+    return cls(tok, chat_template_of(tok, folder), answer_format)
 
   def render(self, text: str) -> str:
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
@@ -83,8 +94,11 @@ class PromptEncoder:
     return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
   def encode(self, question: str, options: Sequence[str] | None) -> tuple[list[int], list[int]]:
-    """(prefix, suffix) ids; `options=None` gives the open-ended (short answer) prompt."""
-    text = f"{question}\n{OPEN_INSTRUCTION}" if options is None else mc_question_text(question, options)
+    """(prefix, suffix) ids; `options=None` (or the "option_word" format) gives the open-ended prompt."""
+    if options is None or self.answer_format == "option_word":
+      text = f"{question}\n{OPEN_INSTRUCTION}"
+    else:
+      text = mc_question_text(question, options)
     rendered = self.render(text)
     if rendered.count(VIDEO_PLACEHOLDER) != 1:
       raise PromptError(f"The chat template must place exactly one {VIDEO_PLACEHOLDER!r}; got "
@@ -101,6 +115,24 @@ class PromptEncoder:
         raise PromptError(f"Answer letter {letter!r} is {len(tok)} tokens for this tokenizer; need exactly 1.")
       ids.append(tok[0])
     return np.asarray(ids, np.int32)
+
+  def option_word_ids(self, options: Sequence[Sequence[str]]) -> np.ndarray | None:
+    """int32 [B, max options]: the first token id of each option ("option_word" format; a row with
+    fewer options repeats its first, which never wins a tie), or None for the "letter" format, whose
+    letter ids (`option_token_ids`) are the same for every sample."""
+    if self.answer_format == "letter":
+      return None
+    width = max(len(row) for row in options)
+    out = np.zeros((len(options), width), np.int32)
+    for i, row in enumerate(options):
+      ids = []
+      for option in row:
+        tok = self._ids(option) or self._ids(" " + option)
+        if not tok:
+          raise PromptError(f"Option {option!r} has no tokens.")
+        ids.append(tok[0])
+      out[i] = ids + [ids[0]] * (width - len(ids))
+    return out
 
   def encode_batch(self, questions: Sequence[str], options: Sequence[Sequence[str] | None], suffix_len: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

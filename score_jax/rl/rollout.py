@@ -16,11 +16,14 @@ def rollout_option_logprobs(module, llm_params, visual: jnp.ndarray, masks: Mask
                             option_ids: jnp.ndarray, position_mode: str = "original") -> jnp.ndarray:
   """Option log-probs [B, G, n_options] of the frozen LLM, one prefill per (sample, mask).
 
-  visual: [B, N, d] visual tokens; masks: leaves [B, G, k] (static k).
+  visual: [B, N, d] visual tokens; masks: leaves [B, G, k] (static k). Options are scored by
+  `batch["option_ids"]` [B, n] when the batch has them, else by `option_ids` [n] (the letters).
   """
   b, g, k = masks.indices.shape
   logits = prefill.prefill_logits(
       module, llm_params, _repeat(visual, g), masks.indices.reshape(b * g, k), _repeat(batch["prefix"], g),
       _repeat(batch["suffix"], g), _repeat(batch["suffix_len"], g), keep_valid=masks.valid.reshape(b * g, k),
       position_mode=position_mode)
+  if "option_ids" in batch:
+    option_ids = _repeat(batch["option_ids"], g)
   return prefill.option_logprobs(logits, option_ids).reshape(b, g, -1)

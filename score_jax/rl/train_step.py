@@ -145,14 +145,21 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
   if mesh is None:
     return jax.jit(train_step, donate_argnums=(0,))
   rep = shd.replicated(mesh)
-  batch_sh = {"visual": shd.batch_sharding(mesh, 4), "prefix": shd.batch_sharding(mesh, 2),
-              "suffix": shd.batch_sharding(mesh, 2), "suffix_len": shd.batch_sharding(mesh, 1),
-              "answer": shd.batch_sharding(mesh, 1)}
-  if getattr(policy, "query_conditioned", False):
-    batch_sh.update(question=shd.batch_sharding(mesh, 3), question_mask=shd.batch_sharding(mesh, 2))
   llm_sh = jax.tree_util.tree_map(lambda x: x.sharding, llm_params)
-  return jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, batch_sh, rep, llm_sh),
-                 out_shardings=(rep, rep))
+  compiled = {}
+
+  def sharded_step(state, batch, key, llm_params):
+    """Every batch entry split over the data axes along its first dimension; one jitted function per
+    set of batch keys (e.g. with or without per-sample "option_ids"), each compiled once."""
+    names = tuple(sorted(batch))
+    if names not in compiled:
+      batch_sh = {k: shd.batch_sharding(mesh, len(batch[k].shape)) for k in names}
+      compiled[names] = jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, batch_sh, rep, llm_sh),
+                                out_shardings=(rep, rep))
+    return compiled[names](state, batch, key, llm_params)
+
+  sharded_step._cache_size = lambda: sum(f._cache_size() for f in compiled.values())  # compilations, for tests
+  return sharded_step
 
 
 def init_train_state(policy, tx, visual_shape, rng: jax.Array, with_reference: bool = False,

@@ -1,0 +1,66 @@
+"""Accuracy of a trained policy on the embedded world's held-out videos, per question type.
+
+    python benchmarks/policy_by_type.py --checkpoint=workdirs/curriculum --ratios=0.25,0.1
+
+Shows where a policy loses accuracy (e.g. which kind of question's object it fails to keep). Uses the
+run config of `experiments/curriculum.py` for the frozen model and the same held-out videos as
+`score_jax.train` (the first `--samples`).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "workdirs/curriculum", "training workdir of the policy")
+_RATIOS = flags.DEFINE_list("ratios", ["0.25", "0.1"], "retention ratios")
+_SAMPLES = flags.DEFINE_integer("samples", 256, "held-out videos")
+
+
+def main(argv):
+  del argv
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+  import curriculum  # noqa: E402
+  from score_jax import eval as eval_lib, train as train_lib
+  from score_jax.compress.selection import budget
+  from score_jax.data.pipeline import WorldSource, make_iterator
+  from score_jax.frozen_llm import load_frozen_llm
+  from score_jax.models import prefill, sharding as shd
+
+  config = curriculum.get_config()
+  llm = load_frozen_llm(config.model, shd.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+  _, select = eval_lib.load_policy(_CHECKPOINT.value, llm)
+
+  @jax.jit
+  def answer(params, visual, keep, text):
+    logits = prefill.prefill_logits(llm.module, params, visual, keep, text["prefix"], text["suffix"],
+                                    text["suffix_len"])
+    return jnp.argmax(prefill.option_logprobs(logits, text.get("option_ids", llm.option_ids)), -1)
+
+  src = WorldSource(train_lib.WORLD, kind="video", split="heldout", size=_SAMPLES.value)
+  hits: dict = {}
+  for raw in make_iterator(src, 32, seed=0, shuffle=False, num_epochs=1, num_threads=1):
+    b = train_lib.model_inputs(raw, llm)
+    visual = llm.encode(llm.params, b["frames"])
+    bsz, t, p, d = visual.shape
+    features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
+    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len", "option_ids") if k in b}
+    for ratio in map(float, _RATIOS.value):
+      keep = select(features, budget(t * p, ratio))
+      pred = np.asarray(answer(llm.params, visual.reshape(bsz, t * p, d), keep, text))
+      for qtype, ok in zip(raw["question_type"], pred == b["answer"]):
+        hits.setdefault(str(qtype), {}).setdefault(ratio, []).append(bool(ok))
+  ratios = list(map(float, _RATIOS.value))
+  print("| question type | samples | " + " | ".join(f"{r:.0%} kept" for r in ratios) + " |")
+  print("|---|---|" + "---|" * len(ratios))
+  for qtype in sorted(hits):
+    row = [f"{np.mean(hits[qtype][r]):.3f}" for r in ratios]
+    print(f"| {qtype} | {len(hits[qtype][ratios[0]])} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -16,7 +16,7 @@ def get_config():
   c.seed = 0
   c.batch_size = 8
   # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos) or "video".
-  c.curriculum = "pseudo:300,video:1700"
+  c.curriculum = "pseudo:300,video:3700"
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "embedded"          # "embedded" or "hf" (a local Hugging Face LLaVA-OneVision folder)
@@ -51,7 +51,7 @@ def get_config():
   c.rl.position_mode = "original"    # "original" | "repacked"
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 3e-3
+  c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.0
   c.optim.grad_clip = 1.0

@@ -16,7 +16,7 @@ def get_config():
   c.seed = 0
   c.batch_size = 8
   # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos) or "video".
-  c.curriculum = "pseudo:300,video:3700"
+  c.curriculum = "pseudo:1500,video:3700"
 
   c.model = ml_collections.ConfigDict()
   c.model.kind = "embedded"          # "embedded" or "hf" (a local Hugging Face LLaVA-OneVision folder)
@@ -34,6 +34,7 @@ def get_config():
   c.policy.num_heads = 4
   c.policy.use_residual = True
   c.policy.use_surprise_scalar = True
+  c.policy.use_surprise_memory = True  # + running max of the surprise at each position (BUILD_NOTES.md)
   c.policy.first_frame = "zero"      # residual of frame 0: "zero" | "self" | "mean"
 
   c.rl = ml_collections.ConfigDict()
@@ -47,6 +48,7 @@ def get_config():
   c.rl.eps_low = 0.2
   c.rl.eps_high = 0.2
   c.rl.kl_coef = 0.0
+  c.rl.entropy_coef = 0.0            # bonus on the entropy of softmax(keep logits)
   c.rl.ppo_epochs = 2
   c.rl.position_mode = "original"    # "original" | "repacked"
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax.rl.losses import clipped_pg_loss, kl_k3, policy_loss
+from score_jax.rl.losses import clipped_pg_loss, kl_k3, policy_loss, token_entropy
 
 # ratios [1.5, 1.5, 0.5, 0.5] against advantages [+1, -1, +1, -1]
 LOGP_NEW = np.log(np.array([[1.5, 1.5, 0.5, 0.5]], np.float32))
@@ -76,3 +76,12 @@ def test_kl_k3_and_policy_loss():
   jitted = jax.jit(policy_loss, static_argnames=("kl_coef",))
   np.testing.assert_allclose(jitted(LOGP_NEW, LOGP_OLD, ADV, logp_ref=ref, kl_coef=0.1)[0],
                              loss, rtol=1e-6)
+
+
+def test_token_entropy_by_hand():
+  # uniform over 4 -> log 4; logits [0, log 3] -> probs [1/4, 3/4]; rows are averaged
+  h2 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+  np.testing.assert_allclose(token_entropy(np.zeros((1, 4), np.float32)), math.log(4), rtol=1e-6)
+  np.testing.assert_allclose(token_entropy(np.array([[0.0, math.log(3.0)]], np.float32)), h2, rtol=1e-6)
+  np.testing.assert_allclose(token_entropy(np.array([[0.0, 0.0, 0.0, 0.0], [0, 0, 0, 50.0]], np.float32)),
+                             math.log(4) / 2, atol=1e-5)

@@ -116,3 +116,16 @@ def test_residual_and_frame_embedding(use_residual):
   np.testing.assert_allclose(la[0, 1:, 1:], lb[0, 1:, 1:], atol=1e-6)  # no mixing without attention
   # static video: frames differ only through the frame-index embedding
   assert (float(jnp.max(jnp.abs(la[0, 1] - la[0, 2]))) > 1e-6) == use_residual
+
+
+def test_surprise_memory_reaches_later_still_frames():
+  """Tokens p=0 and p=1 are equal and still in frames 1-2, but p=0 had another value in frame 0.
+  Without position embeddings a per-token policy gives them the same logit in frame 2 unless
+  use_surprise_memory shows it that p=0 changed earlier."""
+  v = np.broadcast_to(_randn(2, (P, D)), (1, T, P, D)).copy()
+  v[0, :, 0] = v[0, :, 1]
+  v[0, 0, 0] += 3 * _randn(5, (D,))
+  for memory in (True, False):
+    model = ScorePolicy(hidden=16, num_layers=0, add_pos_embed=False, use_surprise_memory=memory)
+    logits = model.apply(_random_params(model, v), v)
+    assert (abs(float(logits[0, 2, 0] - logits[0, 2, 1])) > 1e-4) == memory, memory

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from score_jax.compress.surprise import residual_magnitude_scores, surprise_state
+from score_jax.compress.surprise import residual_magnitude_scores, surprise_memory, surprise_state
 
 # One video, 2 frames, 1 token, d = 2: x0 = [1, 2], x1 = [4, 6].
 VIDEO = np.array([[[[1.0, 2.0]], [[4.0, 6.0]]]], np.float32)  # [1, 2, 1, 2]
@@ -56,3 +56,12 @@ def test_bad_mode_and_jit():
     surprise_state(VIDEO, "previous")
   st = jax.jit(surprise_state, static_argnums=1)(VIDEO, "self")
   np.testing.assert_allclose(st.residual_norm[0, :, 0], [math.sqrt(5), 5.0], rtol=1e-6)
+
+
+def test_surprise_memory_is_a_running_max_over_frames():
+  # [1, T=4, P=2]: position 0 changes at frame 1 and is still after; position 1 at frames 0 and 3.
+  s = np.array([[[0.0, 1.0], [3.0, 0.0], [1.0, 0.0], [0.0, 5.0]]], np.float32)
+  np.testing.assert_allclose(surprise_memory(s)[0], [[0, 1], [3, 1], [3, 1], [3, 5]])
+  # an event at frame 2 of a 3-frame video: frames 0-1 remember nothing, frame 2 remembers it
+  st = surprise_state(np.concatenate([VIDEO[:, :1], VIDEO], axis=1))  # x0, x0, x1
+  np.testing.assert_allclose(surprise_memory(st.surprise)[0, :, 0], [0.0, 0.0, 3.0], rtol=1e-5)

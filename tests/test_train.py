@@ -53,8 +53,35 @@ def test_train_step_compiles_once(tiny_embedded_model):
     state, metrics = step(state, batch, jax.random.key(i), llm.params)
   assert step._cache_size() == 1
   assert int(state.step) == 3 and np.isfinite(float(metrics["loss"]))
+  n = llm.num_frames * llm.cfg.tokens_per_frame
+  assert 0 < float(metrics["entropy"]) <= np.log(n) + 1e-5
   moved = jax.tree_util.tree_map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), state.params, first)
   assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def test_entropy_bonus_raises_the_keep_entropy(tiny_embedded_model):
+  """One update from the same state and rollouts: with a large entropy_coef the keep logits end up
+  flatter (higher softmax entropy) than without it."""
+  from score_jax.rl.losses import token_entropy
+  from score_jax.rl.train_step import policy_logits
+  entropies = {}
+  for coef in (0.0, 5.0):
+    config = smoke_config("/unused", tiny_embedded_model, **{"rl.entropy_coef": coef, "rl.group_size": 4})
+    llm = load_frozen_llm(config.model, None)
+    method = get_method(config)
+    policy = method.make_policy(config)
+    tx = optax.sgd(1e-3)
+    state = method.init_state(config, policy, tx, llm, jax.random.key(0))
+    visual = np.random.default_rng(1).normal(
+        size=(2, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
+    prefix, suffix, lens = llm.prompts.encode_batch(["what shape is moving"] * 2, [["a", "b", "c", "d"]] * 2,
+                                                    llm.suffix_len)
+    batch = {"visual": visual, "prefix": prefix, "suffix": suffix, "suffix_len": lens,
+             "answer": np.array([0, 1], np.int32)}
+    step = method.make_train_step(config, policy, llm, tx, None)
+    state, _ = step(state, batch, jax.random.key(3), llm.params)
+    entropies[coef] = float(token_entropy(policy_logits(policy, state.params, visual)))
+  assert entropies[5.0] > entropies[0.0] + 1e-3, entropies
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +124,8 @@ def test_killed_run_resumes_to_the_same_params(uninterrupted, tiny_embedded_mode
 def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
   with pytest.raises(ValueError, match="rl.ratio"):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, **{"rl.ratio": 1.5}))
+  with pytest.raises(ValueError, match="rl.entropy_coef"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, **{"rl.entropy_coef": -0.1}))
   with pytest.raises(ValueError, match="curriculum"):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, curriculum="pseudo:3,movies:2"))
   with pytest.raises(ValueError, match="config.method"):

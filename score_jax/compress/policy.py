@@ -1,6 +1,7 @@
 """SCORE policy network: per-token keep logits from the surprise-augmented state.
 
-state[t, p] = concat[LN(x), LN(residual) (use_residual), surprise scalar (use_surprise_scalar)]
+state[t, p] = concat[LN(x), LN(residual) (use_residual), surprise scalar (use_surprise_scalar),
+                     log1p of the running max of the surprise over frames 0..t (use_surprise_memory)]
   -> Dense(hidden) -> GELU -> + frame-index and spatial-position embeddings
   -> num_layers pre-LN transformer blocks over all T*P tokens
      (num_layers=0: a single residual per-token MLP block, no attention)
@@ -16,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_jax.compress.surprise import surprise_state
+from score_jax.compress.surprise import surprise_memory, surprise_state
 
 
 class _MLP(nn.Module):
@@ -65,6 +66,7 @@ class ScorePolicy(nn.Module):
   mlp_ratio: int = 4
   use_residual: bool = True
   use_surprise_scalar: bool = True
+  use_surprise_memory: bool = False
   add_frame_embed: bool = True
   add_pos_embed: bool = True
   max_frames: int = 64
@@ -85,6 +87,8 @@ class ScorePolicy(nn.Module):
       feats.append(nn.LayerNorm(name="ln_residual")(st.residual))
     if self.use_surprise_scalar:
       feats.append(st.surprise[..., None])
+    if self.use_surprise_memory:
+      feats.append(jnp.log1p(surprise_memory(st.surprise))[..., None])
     h = nn.gelu(nn.Dense(self.hidden, name="in_proj")(jnp.concatenate(feats, axis=-1)))
     init = nn.initializers.normal(0.02)
     if self.add_frame_embed:

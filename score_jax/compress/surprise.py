@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 FIRST_FRAME_MODES = ("zero", "self", "mean")
@@ -47,6 +48,15 @@ def surprise_state(tokens: jnp.ndarray, first_frame: str = "zero",
   norm = jnp.linalg.norm(residual, axis=-1)
   video_mean = jnp.mean(norm, axis=(1, 2), keepdims=True)
   return SurpriseState(tokens, residual, norm, norm / (video_mean + eps))
+
+
+def surprise_memory(surprise: jnp.ndarray) -> jnp.ndarray:
+  """[B, T, P] -> [B, T, P]: the largest surprise of the same spatial token in frames 0..t.
+
+  High for a token that changed at or before frame t, even once it is still again: the new state
+  after an event (an object that appeared or changed) and the cells a moving object has crossed.
+  """
+  return jax.lax.cummax(surprise, axis=1)
 
 
 def residual_magnitude_scores(tokens: jnp.ndarray) -> jnp.ndarray:

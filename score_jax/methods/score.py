@@ -12,6 +12,7 @@ def make_policy(config) -> ScorePolicy:
   p = config.policy
   return ScorePolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
                      use_residual=p.use_residual, use_surprise_scalar=p.use_surprise_scalar,
+                     use_surprise_memory=p.get("use_surprise_memory", False),
                      first_frame=p.first_frame, query_conditioned=p.get("query_conditioned", False))
 
 

@@ -1,4 +1,4 @@
-"""Clipped policy-gradient (PPO/GRPO) surrogate and the k3 KL estimator.
+"""Clipped policy-gradient (PPO/GRPO) surrogate, the k3 KL estimator and the keep-logit entropy.
 
 Log-probs may be per rollout [B, G] or per token [B, G, N]; advantages [B, G] are broadcast
 over trailing token axes. `mask` (bool or float weights, broadcastable to the log-probs)
@@ -74,3 +74,10 @@ def policy_loss(logp_new: jnp.ndarray, logp_old: jnp.ndarray, advantages: jnp.nd
   kl = masked_mean(kl_k3(logp_new, jax.lax.stop_gradient(logp_ref)), _weights(mask, logp_new.shape))
   aux["kl"] = kl
   return pg + kl_coef * kl, aux
+
+
+def token_entropy(logits: jnp.ndarray) -> jnp.ndarray:
+  """Mean over leading axes of the entropy of softmax(logits) over the last (token) axis, i.e. of
+  the first draw of a Plackett-Luce selection: log N for equal logits, -> 0 as one token dominates."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.mean(jnp.sum(jnp.exp(logp) * logp, axis=-1))

@@ -5,7 +5,8 @@
 1. policy logits over all visual tokens; 2. G keep-masks per sample (static k = ratio * N);
 3. one batched prefill of the frozen LLM per mask -> option log-probs -> task and compression
 rewards; 4. group advantages (registry name, "split" by default); 5. `ppo_epochs` clipped
-policy-gradient updates on the same rollouts (optional KL to a frozen reference policy).
+policy-gradient updates on the same rollouts (optional KL to a frozen reference policy, optional
+entropy bonus `entropy_coef` * H(softmax(logits)) against early collapse of the keep distribution).
 Everything has static shapes: it compiles once per (batch shape, retention ratio).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from score_jax.compress.selection import budget
 from score_jax.models import sharding as shd
 from score_jax.rl import advantages as adv_lib
 from score_jax.rl import rewards as rew
-from score_jax.rl.losses import policy_loss
+from score_jax.rl.losses import policy_loss, token_entropy
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob
 
@@ -50,6 +51,7 @@ class RLSettings:
   eps_low: float = 0.2
   eps_high: float = 0.2
   kl_coef: float = 0.0
+  entropy_coef: float = 0.0
   ppo_epochs: int = 1
   position_mode: str = "original"
 
@@ -69,6 +71,8 @@ class RLSettings:
       raise ValueError("rl.sampler='bernoulli' has no selection order; use rl.logprob='bernoulli' or 'per_token'.")
     if self.task_reward not in TASK_REWARDS:
       raise ValueError(f"rl.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
+    if self.entropy_coef < 0:
+      raise ValueError(f"rl.entropy_coef={self.entropy_coef} must be >= 0.")
     if self.ppo_epochs < 1:
       raise ValueError(f"rl.ppo_epochs={self.ppo_epochs} must be >= 1.")
 
@@ -128,8 +132,12 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
       logp_ref = mask_logprob(policy_logits(policy, state.ref_params, visual, *q), masks, s.logprob)
 
     def loss_fn(params):
-      logp = mask_logprob(policy_logits(policy, params, visual, *q), masks, s.logprob)
-      return policy_loss(logp, logp_old, adv, None, logp_ref, s.kl_coef, s.eps_low, s.eps_high)
+      logits = policy_logits(policy, params, visual, *q)
+      logp = mask_logprob(logits, masks, s.logprob)
+      loss, aux = policy_loss(logp, logp_old, adv, None, logp_ref, s.kl_coef, s.eps_low, s.eps_high)
+      if s.entropy_coef:
+        loss = loss - s.entropy_coef * token_entropy(logits)
+      return loss, aux
 
     params, opt_state = state.params, state.opt_state
     for _ in range(s.ppo_epochs):
@@ -139,7 +147,7 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     metrics = {
         "loss": loss, "accuracy": correct.mean(), "reward_task": r_task.mean(),
         "kept_fraction": rew.kept_fraction(masks.mask, n).mean(), "grad_norm": optax.global_norm(grads),
-        "group_reward_std": r_task.std(axis=1).mean(), **aux}
+        "group_reward_std": r_task.std(axis=1).mean(), "entropy": token_entropy(old_logits), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   if mesh is None:

@@ -14,7 +14,6 @@ import sys
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "workdirs/curriculum", "training workdir of the policy")
@@ -26,22 +25,17 @@ def main(argv):
   del argv
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
   import curriculum  # noqa: E402
-  from score_jax import eval as eval_lib, train as train_lib
+  from score_jax import eval as eval_lib, evaluation, train as train_lib
   from score_jax.compress.selection import budget
   from score_jax.data.oracle import relevant_token_mask
   from score_jax.data.pipeline import WorldSource, make_iterator
   from score_jax.frozen_llm import load_frozen_llm
-  from score_jax.models import prefill, sharding as shd
+  from score_jax.models import sharding as shd
 
   config = curriculum.get_config()
   llm = load_frozen_llm(config.model, shd.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
   _, select = eval_lib.load_policy(_CHECKPOINT.value, llm)
-
-  @jax.jit
-  def answer(params, visual, keep, text):
-    logits = prefill.prefill_logits(llm.module, params, visual, keep, text["prefix"], text["suffix"],
-                                    text["suffix_len"])
-    return jnp.argmax(prefill.option_logprobs(logits, text.get("option_ids", llm.option_ids)), -1)
+  answer = evaluation.answer_fn(llm)
 
   src = WorldSource(train_lib.WORLD, kind="video", split="heldout", size=_SAMPLES.value)
   hits: dict = {}
@@ -51,7 +45,7 @@ def main(argv):
     visual = llm.encode(llm.params, b["frames"])
     bsz, t, p, d = visual.shape
     features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
-    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len", "option_ids") if k in b}
+    text = evaluation.text_inputs(b)
     target = relevant_token_mask(raw["relevant"]).reshape(bsz, t * p)
     for ratio in map(float, _RATIOS.value):
       keep = select(features, budget(t * p, ratio))

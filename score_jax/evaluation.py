@@ -29,12 +29,21 @@ from score_jax.models import prefill
 POOLERS: dict[str, Callable] = {"uniform_pool": uniform_pool}
 
 
-def _answer_fn(llm):
+TEXT_KEYS = ("prefix", "suffix", "suffix_len", "option_ids")  # the prompt side of a batch
+
+
+def text_inputs(batch: dict) -> dict:
+  """The entries of `TEXT_KEYS` a model batch has ("option_ids" only in the "option_word" format)."""
+  return {k: batch[k] for k in TEXT_KEYS if k in batch}
+
+
+def answer_fn(llm):
+  """Jitted `answer(params, visual [B, N, d], keep [B, k], text) -> predicted option [B]`."""
   @jax.jit
   def answer(params, visual, keep, batch):
     logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
                                     batch["suffix_len"])
-    return jnp.argmax(prefill.option_logprobs(logits, batch.get("option_ids", llm.option_ids)), -1)
+    return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids)), -1)
   return answer
 
 
@@ -69,7 +78,7 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   `batches()` yields dicts with "frames" (or precomputed "visual"), "prefix", "suffix", "suffix_len",
   "answer" and whatever selectors read from `extras` (e.g. "oracle_scores").
   """
-  answer = _answer_fn(llm)
+  answer = answer_fn(llm)
   compiled: dict = {}
   _timed = _Timer()
   hits: dict = {}
@@ -81,7 +90,7 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
     bsz, t, p, d = visual.shape
     n = t * p
     flat = visual.reshape(bsz, n, d)
-    text = {k: b[k] for k in ("prefix", "suffix", "suffix_len", "option_ids") if k in b}
+    text = text_inputs(b)
     features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
     arrays = {k: v for k, v in dict(b, **features).items()
               if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biuf"}

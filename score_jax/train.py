@@ -29,10 +29,10 @@ from score_jax import cache, distributed, evaluation
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache
 from score_jax.data.pipeline import Head, WorldSource, make_iterator
-from score_jax.embedded.batches import encode_grain_batch
+from score_jax.embedded.batches import encode_grain_batch, encode_text
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
-from score_jax.models import sharding as shd
+from score_jax.models import prefill, sharding as shd
 from score_jax.methods import get_method
 
 
@@ -90,16 +90,13 @@ def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
 def blind_keep_fn(llm):
   """Item filter for training data: keep the questions the frozen LLM gets wrong without the video."""
   from score_jax.data.blind_filter import blind_option_logprobs
-  option_ids = llm.option_ids
-  score = jax.jit(lambda params, prefix, suffix, n, ids: blind_option_logprobs(llm.module, params, prefix, suffix,
-                                                                               n, ids))
+  score = jax.jit(lambda params, t: blind_option_logprobs(llm.module, params, t["prefix"], t["suffix"],
+                                                          t["suffix_len"], prefill.choice_ids(t, llm.option_ids)))
 
   def keep(item) -> bool:
     options = [str(o) for o in item["options"]][:int(item.get("num_options", len(item["options"])))]
-    prefix, suffix, n = llm.prompts.encode_batch([str(item["question"])], [options], llm.suffix_len)
-    ids = llm.prompts.option_word_ids([options])
-    logp = np.asarray(score(llm.params, prefix, suffix, n, option_ids if ids is None else ids))
-    return int(np.argmax(logp[0])) != int(item["answer"])
+    text = encode_text([str(item["question"])], [options], llm.prompts, llm.suffix_len)
+    return int(np.argmax(np.asarray(score(llm.params, text))[0])) != int(item["answer"])
   return keep
 
 

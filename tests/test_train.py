@@ -11,7 +11,7 @@ import pytest
 from score_jax import train as train_lib
 from score_jax.frozen_llm import load_frozen_llm
 from score_jax.methods import get_method
-from score_jax.models import sharding as shd
+from score_jax.models import prefill, sharding as shd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,9 +155,7 @@ def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_mo
   decisions = [keep(src[i]) for i in range(16)]
   assert 0 < sum(decisions) <= 16
   batch = next(make_iterator(src, 8, seed=0, keep_fn=keep, num_threads=1))
-  options = [[str(o) for o in row] for row in batch["options"]]
-  prefix, suffix, n = llm.prompts.encode_batch([str(q) for q in batch["question"]], options, llm.suffix_len)
-  ids = llm.prompts.option_word_ids(options)
-  blind = np.asarray(blind_option_logprobs(llm.module, llm.params, prefix, suffix, n,
-                                           llm.option_ids if ids is None else ids))
+  text = train_lib.model_inputs(batch, llm)
+  blind = np.asarray(blind_option_logprobs(llm.module, llm.params, text["prefix"], text["suffix"],
+                                           text["suffix_len"], prefill.choice_ids(text, llm.option_ids)))
   assert (blind.argmax(-1) != batch["answer"]).all()

@@ -255,7 +255,7 @@ def evaluate_full_tokens(module, params, batches, option_ids, by_type: bool = Fa
     visual = prefill.encode_video(module, params, b["frames"])
     keep = prefill.all_keep_indices(visual.shape[0], visual.shape[1] * visual.shape[2])
     logits = prefill.prefill_logits(module, params, visual, keep, b["prefix"], b["suffix"], b["suffix_len"])
-    return jnp.argmax(prefill.option_logprobs(logits, b.get("option_ids", option_ids)), -1)
+    return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(b, option_ids)), -1)
   hits: dict[str, list[bool]] = {}
   for b in batches:
     pred = np.asarray(predict(params, {k: v for k, v in b.items() if k not in ("answer", "question_type")}))

@@ -92,6 +92,12 @@ def option_logprobs(logits: jnp.ndarray, option_token_ids: jnp.ndarray) -> jnp.n
   return jnp.take_along_axis(logp, ids, axis=1)
 
 
+def choice_ids(batch: dict, letter_ids: jnp.ndarray) -> jnp.ndarray:
+  """The token ids the options are scored by: the batch's per-sample "option_ids" [B, n] (the
+  "option_word" format, see `score_jax.models.prompt.ANSWER_FORMATS`), else the letter ids [n]."""
+  return batch["option_ids"] if "option_ids" in batch else letter_ids
+
+
 def all_keep_indices(batch: int, num_tokens: int) -> jnp.ndarray:
   """Indices [B, N] that keep every visual token (the uncompressed model)."""
   return jnp.broadcast_to(jnp.arange(num_tokens, dtype=jnp.int32), (batch, num_tokens))

@@ -24,6 +24,7 @@ def rollout_option_logprobs(module, llm_params, visual: jnp.ndarray, masks: Mask
       module, llm_params, _repeat(visual, g), masks.indices.reshape(b * g, k), _repeat(batch["prefix"], g),
       _repeat(batch["suffix"], g), _repeat(batch["suffix_len"], g), keep_valid=masks.valid.reshape(b * g, k),
       position_mode=position_mode)
-  if "option_ids" in batch:
-    option_ids = _repeat(batch["option_ids"], g)
-  return prefill.option_logprobs(logits, option_ids).reshape(b, g, -1)
+  ids = prefill.choice_ids(batch, option_ids)
+  if ids.ndim == 2:  # per-sample ids: one row per rollout
+    ids = _repeat(ids, g)
+  return prefill.option_logprobs(logits, ids).reshape(b, g, -1)

@@ -14,6 +14,7 @@ setup(
         "orbax-checkpoint",
         "grain",
         "transformers>=4.45",
+        "jinja2",          # transformers' apply_chat_template (the prompt renderer) imports it lazily
         "tokenizers",
         "safetensors",
         "numpy",
@@ -23,6 +24,9 @@ setup(
         "tensorboardX",
         "matplotlib",
         "av",
+        "pillow",
+        "ml_dtypes",
+        "pyarrow",         # parquet benchmark snapshots (score_jax/data/benchmark_layouts.py)
         "array_record",
     ],
     package_data={"score_jax.embedded": ["assets/embedded_llava/*"]},

@@ -61,7 +61,15 @@ def get_config():
   c.data = ml_collections.ConfigDict()
   c.data.train_size = 100_000
   c.data.pseudo_video_mode = "slideshow"
-  c.data.num_threads = 2
+  c.data.num_threads = 2             # grain reader threads
+  # Real videos (JSONL, score_jax/data/jsonl_format.py): the "jsonl" curriculum stage reads train_file,
+  # config.eval.source="jsonl" reads eval_file; `python -m score_jax.cache` fills cache_dir/{train,eval}.
+  c.data.train_file = ""
+  c.data.eval_file = ""
+  c.data.cache_dir = ""
+  c.data.cache_batch_size = 4        # videos per vision-tower call while building the cache
+  c.data.decode_threads = 2          # PyAV decoding threads while building the cache
+  c.data.strict = False              # True: a bad sample is an error instead of a skipped warning
 
   c.checkpoint_every = 50
   c.keep_checkpoints = 2

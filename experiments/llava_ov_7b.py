@@ -58,7 +58,6 @@ def get_config():
   c.data.cache_batch_size = 8        # videos per vision-tower call while building the cache
   c.data.decode_threads = 8          # PyAV decoding threads while building the cache
   c.data.num_threads = 4             # grain reader threads
-  c.data.strict = False              # True: a bad sample is an error instead of a skipped warning
 
   c.checkpoint_every = 100
   c.keep_checkpoints = 3

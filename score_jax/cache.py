@@ -3,13 +3,17 @@
     python -m score_jax.cache --config=experiments/llava_ov_7b.py [--strict] [--splits=train,eval] [--noverify]
 
 For each split whose dataset file is set (`config.data.train_file`, `config.data.eval_file`, JSONL
-format of `score_jax.data.jsonl_format`) it fills `config.data.cache_dir/<split>` with the visual
-tokens of `config.model.num_frames` frames per video (see `score_jax.data.feature_cache`). Bad
-samples are skipped with a warning and counted in one summary line per split; `--strict` makes them
-errors. Existing caches are checked and only missing, stale or corrupt entries are computed.
+format of `score_jax.data.jsonl_format`; `--splits` names the splits that must be built) it fills
+`config.data.cache_dir/<split>` with the visual tokens of `config.model.num_frames` frames per video
+(see `score_jax.data.feature_cache`). Bad samples are skipped with a warning and counted in one
+summary line per split; `--strict` makes them errors. Existing caches are checked and only missing,
+stale or corrupt entries are computed. Nothing to build (no dataset file set, or a split named in
+`--splits` without one), a split with no usable sample, and a cache that cannot be built are
+errors: the command exits non-zero with one "error: ..." line.
 
 Training and eval read a split with `open_source(config, split)`: the cache when it is current,
-otherwise (with a warning) the videos, decoded on every read.
+otherwise (with a warning) the videos, decoded on every read; a split with no usable sample is a
+`DatasetError`.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def _define_flags() -> dict:
   return dict(
     config=config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config())."),
     strict=flags.DEFINE_bool("strict", False, "treat a bad sample (annotation or video) as an error"),
-    splits=flags.DEFINE_list("splits", list(SPLITS), "which of config.data.{train,eval}_file to cache"),
+    splits=flags.DEFINE_list("splits", None, "splits to cache, each needing config.data.<split>_file "
+                             "(default: every split whose file is set)"),
     verify=flags.DEFINE_bool("verify", True, "re-read existing entries and check their checksums"),
   )
 
@@ -77,16 +82,45 @@ def expected_settings(config) -> dict:
                            config.model.dtype, cfg.tokens_per_frame, cfg.text.hidden_size)
 
 
-def build(config, splits=SPLITS, strict: bool = False, verify: bool = True, encoder=None) -> dict:
-  """Builds or updates each split's cache; {split: CacheReport}."""
-  reports = {}
+def _to_build(config, splits) -> list[tuple[str, str, str]]:
+  """(split, dataset file, cache folder) of each split to build; `CacheError` if a named split has no
+  file or there is nothing to build. `splits=None`: every split whose file is set."""
+  named = splits is not None
+  splits = list(SPLITS if splits is None else splits)
+  unknown = [s for s in splits if s not in SPLITS]
+  if unknown:
+    raise fc.CacheError(f"Unknown split(s) {', '.join(map(repr, unknown))} in --splits; expected "
+                        f"{' and/or '.join(SPLITS)}.")
+  out = []
   for split in splits:
     dataset, cache_dir = split_paths(config, split)
     if not dataset:
+      if named:
+        raise fc.CacheError(f"--splits names {split!r} but config.data.{split}_file is not set: set it to the "
+                            f"{split} JSONL dataset file, or leave {split} out of --splits.")
       logging.info("config.data.%s_file is not set; no %s cache.", split, split)
       continue
     if not cache_dir:
-      raise ValueError("config.data.cache_dir is not set: where should the feature cache go?")
+      raise fc.CacheError("config.data.cache_dir is not set: set it to the folder the feature caches go to "
+                          "(one subfolder per split).")
+    out.append((split, dataset, cache_dir))
+  if not out and named:
+    raise fc.CacheError(f"--splits is empty: name {' and/or '.join(SPLITS)}.")
+  if not out:
+    raise fc.CacheError("Nothing to cache: neither config.data.train_file nor config.data.eval_file is set. "
+                        "Set one or both to a JSONL dataset file (see score_jax.data.jsonl_format) and "
+                        "config.data.cache_dir to the folder the caches go to.")
+  return out
+
+
+def build(config, splits=None, strict: bool = False, verify: bool = True, encoder=None) -> dict:
+  """Builds or updates each split's cache; {split: CacheReport}.
+
+  `splits=None` builds every split whose file is set; a split named in `splits` must have one. Nothing
+  to build raises `CacheError`, a split with no usable sample `DatasetError`.
+  """
+  reports = {}
+  for split, dataset, cache_dir in _to_build(config, splits):
     if encoder is None:
       from score_jax.models import sharding as shd
       mesh = shd.make_mesh(tuple(config.model.mesh))
@@ -122,13 +156,22 @@ def open_source(config, split: str, strict: bool = False, max_options: int | Non
   if cache_dir:
     problem = fc.cache_status(cache_dir, expected_settings(config), dataset)
     if problem is None:
-      return fc.CachedFeatureSource(cache_dir, max_options=max_options)
-    logging.warning("%s; decoding videos on every read (slow). Run `python -m score_jax.cache "
-                    "--config=...` first.", problem)
+      src = fc.CachedFeatureSource(cache_dir, max_options=max_options)
+      return _nonempty(src, dataset, src.skipped, src.num_dropped)
+    logging.warning("%s; decoding videos on every read (slow). Run `%s` first.", problem, fc.CACHE_COMMAND)
   ds = jf.read_jsonl(dataset, strict=strict)
   samples = _probe_ok(ds.samples, num_frames(config.model), ds.problems)
   logging.info("%s", ds.summary())
-  return fc.VideoSampleSource(samples, num_frames(config.model), preprocess_settings(config), max_options)
+  src = fc.VideoSampleSource(samples, num_frames(config.model), preprocess_settings(config), max_options)
+  return _nonempty(src, dataset, ds.problems.counts(), len(samples) - len(src))
+
+
+def _nonempty(src, dataset: str, skipped: dict[str, int], dropped: int):
+  """`src`, or `DatasetError` naming `dataset` and the skips if it holds no sample (`dropped`: samples with
+  more options than the model scores)."""
+  if len(src):
+    return src
+  raise jf.no_usable_samples(dataset, dict(skipped, too_many_options=dropped) if dropped else skipped)
 
 
 def preprocess_settings(config) -> PreprocessSettings:
@@ -142,7 +185,7 @@ def main(argv, flag_values: dict):
     sys.exit("Pass --config=experiments/<name>.py")
   try:
     reports = build(values["config"], values["splits"], values["strict"], values["verify"])
-  except jf.DatasetError as e:
+  except (fc.CacheError, jf.DatasetError) as e:
     sys.exit(f"error: {e}")
   for split, report in reports.items():
     print(f"[{split}] {report.summary()}")

@@ -9,23 +9,25 @@ used) or `workdir/checkpoints/STEP`; `name=path` names the method in the table (
 config's `method`). The held-out data is the config's (`score_jax.train.heldout_batches`): the
 generated world, or with `config.eval.source="jsonl"` (the llava_ov_* configs) `config.data.eval_file`,
 read from its feature cache when that is current. Writes `eval.md`, `eval.csv`, `eval.json` and
-`eval.png` (accuracy versus retention) to `--out` (default: the first checkpoint's workdir, else the
-config's workdir).
+`eval.png` (accuracy versus retention) to `--out` (default: a new folder `evals/<UTC time>` in the
+first checkpoint's workdir, else in the config's workdir); a folder that already holds reports is
+refused, so a training run's own `eval.*` are never replaced. Ratios, methods and paths are checked
+before the model loads.
 """
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
 
-from score_jax import evaluation
+from score_jax import config_checks, evaluation, run_ledger
+from score_jax.data import feature_cache
 from score_jax.frozen_llm import load_frozen_llm
 from score_jax.methods import get_method
 from score_jax.models import sharding as shd
@@ -45,6 +47,10 @@ def _define_flags() -> dict:
 
 class CheckpointError(FileNotFoundError):
   """A checkpoint path that does not hold a trained policy."""
+
+
+class EvalOutputError(FileExistsError):
+  """An output folder that already holds reports."""
 
 
 def split_checkpoint_arg(arg: str) -> tuple[str | None, str]:
@@ -73,11 +79,10 @@ def load_policy(path: str, llm):
   """(run config, select function) of a trained policy from a training workdir."""
   from score_jax import train as train_lib
   workdir, ckpt_dir, step = resolve_checkpoint(path)
-  cfg_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(cfg_path):
-    raise CheckpointError(f"{cfg_path} is missing: it records how the policy was built.")
-  with open(cfg_path) as f:
-    run_config = ml_collections.ConfigDict(json.load(f))
+  try:
+    run_config = run_ledger.effective_config(workdir)
+  except run_ledger.WorkdirError as e:
+    raise CheckpointError(str(e)) from None
   method = get_method(run_config)
   policy = method.make_policy(run_config)
   tx = train_lib.make_optimizer(run_config, max(step, 1))
@@ -94,11 +99,38 @@ def load_policy(path: str, llm):
   return run_config, method.keep_fn(run_config, policy, restored["state"].params)
 
 
+def default_out(checkpoints: list[str], config) -> str:
+  """A new folder of its own: <first checkpoint's workdir (else config.workdir)>/evals/<UTC time>."""
+  base = resolve_checkpoint(split_checkpoint_arg(checkpoints[0])[1])[0] if checkpoints else config.workdir
+  stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+  out, n = os.path.join(base, "evals", stamp), 1
+  while os.path.exists(out):
+    n += 1
+    out = os.path.join(base, "evals", f"{stamp}-{n}")
+  return out
+
+
+def check_out(out: str) -> None:
+  """Refuses an output folder that already holds eval reports (nothing is overwritten)."""
+  present = [f for f in evaluation.REPORT_FILES if os.path.exists(os.path.join(out, f))]
+  if present:
+    raise EvalOutputError(f"{out} already holds {present}; pass another --out (nothing was overwritten).")
+
+
 def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | None = None) -> dict:
   """Evaluates every named policy and baseline; writes the table files; returns the results."""
   from score_jax import train as train_lib
-  ratios = tuple(float(r) for r in (ratios or config.eval.ratios))
-  baselines = [m for m in (methods or config.eval.methods) if m != "policy"]
+  source = config_checks.check_eval_config(config, with_lists=False)
+  config_checks.check_model(config.model)
+  config_checks.check_data_files(config, [], source)
+  ratios = config_checks.check_ratios(ratios or config.eval.ratios, "--ratios" if ratios else "config.eval.ratios")
+  baselines = config_checks.check_eval_methods(
+      [m for m in (methods or config.eval.methods) if m != "policy"], source,
+      "--methods" if methods else "config.eval.methods")
+  for arg in checkpoints:
+    resolve_checkpoint(split_checkpoint_arg(arg)[1])  # a wrong path fails before the model loads
+  out = out or default_out(checkpoints, config)
+  check_out(out)
   mesh = shd.make_mesh(tuple(config.model.mesh))
   llm = load_frozen_llm(config.model, mesh)
   policies = {}
@@ -106,14 +138,13 @@ def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | No
     name, path = split_checkpoint_arg(arg)
     run_config, select = load_policy(path, llm)
     policies[name or run_config.method] = select
-    out = out or resolve_checkpoint(path)[0]
-  out = out or config.workdir
   results = evaluation.evaluate_methods(llm, lambda: train_lib.heldout_batches(config, llm), ratios,
                                         baselines, policies, config.eval.random_seeds, config.seed)
   names = list(policies) + baselines
   table = evaluation.format_table(results, ratios, names)
   print(table)
   evaluation.write_reports(results, ratios, names, out)
+  print(f"Reports written to {out}")
   return results
 
 
@@ -124,7 +155,7 @@ def main(argv, flag_values: dict):
     sys.exit("Pass --config=experiments/<name>.py")
   try:
     run(values["config"], values["checkpoint"], values["methods"], values["ratios"], values["out"])
-  except CheckpointError as e:
+  except (CheckpointError, EvalOutputError, ValueError, feature_cache.CacheError) as e:
     sys.exit(f"error: {e}")
 
 

@@ -167,6 +167,9 @@ def results_to_json(results: dict) -> dict:
   return out
 
 
+REPORT_FILES = ("eval.md", "eval.csv", "eval.json", "eval.png")
+
+
 def write_reports(results: dict, ratios, methods, out_dir: str, plot: bool = True) -> list[str]:
   """eval.md, eval.csv (method, ratio, accuracy, relative, selection_s), eval.json and eval.png."""
   os.makedirs(out_dir, exist_ok=True)

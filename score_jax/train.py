@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -25,7 +26,7 @@ import orbax.checkpoint as ocp
 import tqdm
 from ml_collections import config_flags
 
-from score_jax import cache, distributed, evaluation
+from score_jax import cache, checkpointing, config_checks, distributed, evaluation, interrupts, run_ledger
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache
 from score_jax.data.pipeline import Head, WorldSource, make_iterator
@@ -42,26 +43,10 @@ def _define_flags() -> dict:
     config=config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
                                            lock_config=True),
     distributed=flags.DEFINE_bool("distributed", False, "start jax.distributed first (multi-host; see launch/)"),
+    allow_config_change=flags.DEFINE_list(
+        "allow_config_change", [], "config keys that may differ from the workdir's saved run on resume "
+        "(recorded in workdir/history.jsonl); '*' allows any"),
   )
-
-
-DATA_KINDS = ("pseudo", "video", "jsonl")
-EVAL_SOURCES = ("world", "jsonl")
-
-
-def parse_curriculum(spec: str) -> list[tuple[str, int]]:
-  """"pseudo:150,video:350" -> [("pseudo", 150), ("video", 350)]; "jsonl:2000" trains on config.data.train_file."""
-  stages = []
-  for part in spec.split(","):
-    try:
-      kind, steps = part.strip().split(":")
-      steps = int(steps)
-    except ValueError:
-      raise ValueError(f"config.curriculum={spec!r}: each stage must look like 'kind:steps'.") from None
-    if kind not in DATA_KINDS or steps < 0:
-      raise ValueError(f"config.curriculum={spec!r}: kind must be one of {DATA_KINDS}, steps >= 0.")
-    stages.append((kind, steps))
-  return stages
 
 
 def stage_of(step: int, stages: list[tuple[str, int]]) -> int:
@@ -79,12 +64,6 @@ def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, warmup, max(total_steps, warmup + 1),
                                                 o.learning_rate * 0.1)
   return optax.chain(optax.clip_by_global_norm(o.grad_clip), optax.adamw(schedule, weight_decay=o.weight_decay))
-
-
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
-                                         enable_async_checkpointing=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
 
 
 def blind_keep_fn(llm):
@@ -109,13 +88,6 @@ def train_source(config, kind: str, llm):
                      pseudo_video_mode=config.data.pseudo_video_mode)
 
 
-def eval_source_kind(config) -> str:
-  kind = config.eval.get("source", "world")
-  if kind not in EVAL_SOURCES:
-    raise ValueError(f"config.eval.source={kind!r}; expected one of {EVAL_SOURCES}.")
-  return kind
-
-
 def model_inputs(batch: dict, llm, preprocess=None) -> dict:
   """A grain batch of any source -> prefix, suffix, suffix_len, answer and either "visual" (feature
   cache: the frozen vision side's output) or normalised "frames" (to run through `llm.encode`)."""
@@ -129,7 +101,7 @@ def heldout_batches(config, llm):
   them) or, with `config.eval.source="jsonl"`, `config.data.eval_file` (its first `config.eval.samples`;
   0: all)."""
   preprocess = None
-  if eval_source_kind(config) == "jsonl":
+  if config_checks.eval_source_kind(config) == "jsonl":
     src = cache.open_source(config, "eval", strict=config.data.get("strict", False), max_options=llm.num_options)
     if isinstance(src, feature_cache.VideoSampleSource):
       preprocess = cache.preprocess_settings(config)
@@ -142,25 +114,39 @@ def heldout_batches(config, llm):
     yield model_inputs(b, llm, preprocess)
 
 
-def train(config) -> dict:
-  stages = parse_curriculum(config.curriculum)
-  eval_source_kind(config)  # a bad value fails now, not after training
+def check_iterator_states(data: dict, stages: list[tuple[str, int]]) -> None:
+  """A checkpoint's saved data positions must belong to the configured curriculum stages."""
+  saved = data.get("stages")
+  kinds = [k for k, _ in stages]
+  n = len(data.get("iterators", []))
+  if n != len(stages) or (saved is not None and list(saved) != kinds):
+    raise ValueError(f"The checkpoint holds data-iterator positions for stages {saved or n} but "
+                     f"config.curriculum={','.join(f'{k}:{s}' for k, s in stages)!r} has {kinds}: they "
+                     "cannot be resumed. Use another --config.workdir for a new curriculum.")
+
+
+def train(config, allow_changes=()) -> dict:
+  """Trains (or resumes) the run in `config.workdir`; returns final step, params and eval results.
+
+  The whole config is validated before any file is written; an existing workdir must hold the same
+  settings (`run_ledger.open_run`; `allow_changes` names keys changed on purpose). Every step's loss
+  and state are checked for NaN/Inf before anything is saved; SIGTERM/SIGINT stop the run at the
+  next step boundary with a checkpoint of that step (`out["interrupted"]` names the signal).
+  """
+  stages = config_checks.validate_train_config(config)
   total = sum(s for _, s in stages)
+  nproc, pid = jax.process_count(), jax.process_index()
+  if config.batch_size % nproc:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {nproc} processes.")
   method = get_method(config)
   workdir = config.workdir
-  os.makedirs(workdir, exist_ok=True)
-  if distributed.is_main_process():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2))  # eval rebuilds the policy from it
+  run_ledger.open_run(workdir, config, allow_changes, write=distributed.is_main_process())
   mesh = shd.make_mesh(tuple(config.model.mesh))
   llm = load_frozen_llm(config.model, mesh)
   policy = method.make_policy(config)
   tx = make_optimizer(config, total)
   state = method.init_state(config, policy, tx, llm, jax.random.key(config.seed), mesh)
   logging.info("policy parameters: %d", policy_param_count(state.params))
-  nproc, pid = jax.process_count(), jax.process_index()
-  if config.batch_size % nproc:
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {nproc} processes.")
   keep_fn = blind_keep_fn(llm) if config.get("blind_filter", False) else None
   sources = [train_source(config, kind, llm) for kind, _ in stages]
   decoded = [s for s in sources if isinstance(s, feature_cache.VideoSampleSource)]
@@ -168,51 +154,67 @@ def train(config) -> dict:
   iters = [make_iterator(src, config.batch_size // nproc, seed=config.seed + i + 1000 * pid,
                          num_threads=config.data.num_threads, keep_fn=keep_fn)
            for i, src in enumerate(sources)]
-  mngr = checkpoint_manager(workdir, config)
   start = 0
-  if mngr.latest_step() is not None:
-    start = mngr.latest_step()
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    restored = mngr.restore(start, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                           data=ocp.args.JsonRestore()))
-    state = restored["state"]
-    for it, s in zip(iters, restored["data"]["iterators"]):
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+  restored = checkpointing.restore_latest(workdir, abstract, lambda d: check_iterator_states(d, stages))
+  if restored is not None:
+    start, state, data = restored
+    for it, s in zip(iters, data["iterators"]):
       it.set_state(s)
     logging.info("Resumed from step %d in %s", start, workdir)
   step_fn = method.make_train_step(config, policy, llm, tx, mesh)
   with_question = method.uses_question(config)
   writer = _summary_writer(workdir)
   base_key = jax.random.key(config.seed + 1)
+  mngr = checkpointing.manager(workdir, config.keep_checkpoints)
   bar = tqdm.trange(start, total, initial=start, total=total, desc="train",
                     disable=total == start or not distributed.is_main_process())
-  for step in bar:
-    si = stage_of(step, stages)
-    b = model_inputs(next(iters[si]), llm, preprocess)
-    video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
-    batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
-                                                              "answer", "option_ids") if k in b})
-    if video == "frames":
-      batch["visual"] = llm.encode(llm.params, batch.pop("frames"))
-    if with_question:
-      batch.update(llm.question_features(batch["suffix"], batch["suffix_len"]))
-    state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step), llm.params)
-    if (step + 1) % config.log_every == 0 or step + 1 == total:
-      m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not np.isfinite(m["loss"]):
-        raise FloatingPointError(f"Non-finite loss at step {step + 1}: {m}")
-      for k, v in m.items():
-        writer.add_scalar(f"train/{k}", v, step + 1)
-      writer.add_scalar("train/stage", si, step + 1)
-      bar.set_postfix(stage=stages[si][0], acc=f"{m['accuracy']:.2f}", loss=f"{m['loss']:.3f}")
-    if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
-      mngr.save(step + 1, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          data=ocp.args.JsonSave({"iterators": [it.get_state() for it in iters], "stage": si})))
-      if step + 1 == config.crash_after_step:
-        mngr.wait_until_finished()
-        os._exit(3)  # simulated crash: no clean shutdown
-  mngr.wait_until_finished()
-  out = {"final_step": total, "updates": int(state.step), "params": state.params}
+  saved, interrupted = start, None
+  try:
+    with interrupts.StopSignals() as stop:
+      for step in bar:
+        si = stage_of(step, stages)
+        b = model_inputs(next(iters[si]), llm, preprocess)
+        video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
+        batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
+                                                                  "answer", "option_ids") if k in b})
+        if video == "frames":
+          batch["visual"] = llm.encode(llm.params, batch.pop("frames"))
+        if with_question:
+          batch.update(llm.question_features(batch["suffix"], batch["suffix_len"]))
+        state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step), llm.params)
+        loss, finite = jax.device_get((metrics["loss"], checkpointing.all_finite(state)))
+        if not (np.isfinite(loss) and finite):
+          raise FloatingPointError(
+              f"Non-finite {'loss' if not np.isfinite(loss) else 'policy state'} at step {step + 1} "
+              f"(loss {float(loss)}); this state was not saved, the newest checkpoint is step {saved}. "
+              "Try a lower config.optim.learning_rate or config.optim.grad_clip.")
+        if (step + 1) % config.log_every == 0 or step + 1 == total:
+          m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          for k, v in m.items():
+            writer.add_scalar(f"train/{k}", v, step + 1)
+          writer.add_scalar("train/stage", si, step + 1)
+          bar.set_postfix(stage=stages[si][0], acc=f"{m['accuracy']:.2f}", loss=f"{m['loss']:.3f}")
+        stop_now = stop.requested_anywhere()
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == total or stop_now:
+          checkpointing.save(mngr, step + 1, state, {"iterators": [it.get_state() for it in iters],
+                                                     "stage": si, "stages": [k for k, _ in stages]})
+          saved = step + 1
+          if step + 1 == config.crash_after_step:
+            mngr.wait_until_finished()
+            os._exit(3)  # simulated crash: no clean shutdown
+        if stop_now:
+          interrupted = stop.name or "a stop signal on another process"
+          break
+  finally:
+    bar.close()
+    checkpointing.finish(mngr)
+  out = {"final_step": saved, "updates": int(state.step), "params": state.params}
+  if interrupted:
+    logging.warning("Stopped by %s after step %d; checkpoint saved in %s. Run the same command to resume.",
+                    interrupted, saved, workdir)
+    writer.close()
+    return dict(out, interrupted=interrupted)
   if config.eval.at_end and nproc > 1:
     logging.info("Multi-process run: evaluate with `python -m score_jax.eval` on one host.")
   elif config.eval.at_end:
@@ -220,9 +222,8 @@ def train(config) -> dict:
     out["eval"] = results
     for key, v in evaluation.results_to_json(results).items():
       if isinstance(v, float):
-        writer.add_scalar(f"eval/{key}", v, total)
+        writer.add_scalar(f"eval/{key.replace('@', '_at_')}", v, total)
   writer.close()
-  mngr.close()
   return out
 
 
@@ -254,6 +255,11 @@ def _summary_writer(workdir: str):
   return SummaryWriter(os.path.join(workdir, "tb"))
 
 
+# Errors that describe bad input or a damaged run, shown as one message instead of a traceback.
+USER_ERRORS = (ValueError, FloatingPointError, FileNotFoundError, checkpointing.CheckpointRestoreError,
+               feature_cache.CacheError)
+
+
 def main(argv, flag_values: dict):
   del argv
   config = flag_values["config"].value
@@ -261,7 +267,12 @@ def main(argv, flag_values: dict):
     sys.exit("Pass --config=experiments/<name>.py")
   if flag_values["distributed"].value:
     distributed.initialize()
-  train(config)
+  try:
+    out = train(config, flag_values["allow_config_change"].value)
+  except USER_ERRORS as e:
+    sys.exit(f"error: {e}")
+  if out.get("interrupted"):
+    sys.exit(128 + int(getattr(signal.Signals, out["interrupted"], signal.SIGTERM)))
 
 
 if __name__ == "__main__":

@@ -38,3 +38,12 @@ def tiny_embedded_model(tmp_path_factory):
   settings = base_model.BaseModelSettings(steps=2, vision_steps=2, batch_size=4, eval_samples=8)
   base_model.build_base_model(folder, settings, progress=False)
   return folder
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tiny_embedded_model, tmp_path_factory):
+  """(workdir, train output) of the smoke experiment run start to end without interruption."""
+  from score_jax import train as train_lib
+  from score_jax.testing.smoke import smoke_config
+  workdir = tmp_path_factory.mktemp("run_full")
+  return workdir, train_lib.train(smoke_config(workdir, tiny_embedded_model))

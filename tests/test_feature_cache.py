@@ -1,6 +1,7 @@
 """Feature cache end to end on real mp4 files and a tiny random LLaVA-OneVision checkpoint folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from score_jax import cache as cache_cli
+from score_jax import checkpointing
 from score_jax import evaluation
 from score_jax.data import feature_cache as fc
 from score_jax.data import image_preprocess as ip
@@ -152,7 +154,8 @@ def test_entry_not_matching_its_checksum_is_rebuilt(built, dataset, encoder, tmp
   good = fc.CachedFeatureSource(cache_dir).visual(key)
   m["entries"][key]["sha256"] = "0" * 64
   json.dump(m, open(os.path.join(cache_dir, fc.MANIFEST), "w"))
-  with pytest.raises(fc.CacheError, match=f"entry {key} .* does not match its manifest checksum"):
+  with pytest.raises(fc.CacheError, match=rf"record \d+ does not match its sha256 checksum; entry {key} \(video "
+                                          r".*is corrupt; rerun `python -m score_jax.cache --config="):
     fc.CachedFeatureSource(cache_dir).visual(key)
   report = fc.build_cache(dataset, cache_dir, encoder, FRAMES, batch_size=2)
   assert (report.reused, report.built, report.rebuilt) == (3, 0, 1)
@@ -242,26 +245,152 @@ def test_config_entry_points(dataset, model_dir, llm, tmp_path):
     np.testing.assert_array_equal(bv[k], bf[k])
 
 
-def test_cache_command_line(dataset, model_dir, tmp_path):
+def cli_config(tmp_path, model_dir, train_file, eval_file=""):
+  """A config file for `python -m score_jax.cache` over the tiny checkpoint."""
   config = tmp_path / "cfg.py"
   config.write_text(
       "import ml_collections\n\n\ndef get_config():\n"
       "  return ml_collections.ConfigDict({\n"
       f"      'model': {{'kind': 'hf', 'checkpoint': {model_dir!r}, 'dtype': 'float32', 'mesh': (1, 1, 1),\n"
       f"                'num_frames': {FRAMES}}},\n"
-      f"      'data': {{'train_file': {dataset!r}, 'eval_file': '', 'cache_dir': {str(tmp_path / 'c')!r}}}}})\n")
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", "score_jax.cache", f"--config={config}"], cwd=repo, env=env,
-                       capture_output=True, text=True, timeout=300)
+      f"      'data': {{'train_file': {train_file!r}, 'eval_file': {eval_file!r}, "
+      f"'cache_dir': {str(tmp_path / 'c')!r}}}}})\n")
+  return config
+
+
+def run_cache_cli(*args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "score_jax.cache", *map(str, args)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_cache_command_line(dataset, model_dir, tmp_path):
+  config = cli_config(tmp_path, model_dir, dataset)
+  out = run_cache_cli(f"--config={config}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert ("[train] data.jsonl: 9 samples read, 4 skipped (reasons: answer_not_in_options=1, missing_video=1, "
           "too_few_frames=1, truncated_video=1)") in out.stdout
   assert "5 samples, 4 entries (0 reused, 4 built, 0 rebuilt)" in out.stdout
   assert "truncated.mp4: the stream ended after frame" in out.stderr  # the warning names the file
-  strict = subprocess.run([sys.executable, "-m", "score_jax.cache", f"--config={config}", "--strict"], cwd=repo,
-                          env=env, capture_output=True, text=True, timeout=300)
+  strict = run_cache_cli(f"--config={config}", "--strict")
   assert strict.returncode == 1 and "error: " in strict.stderr and "missing.mp4 does not exist" in strict.stderr
+
+
+def test_cache_command_line_with_nothing_to_build_fails(dataset, model_dir, tmp_path):
+  """Issue 10: no dataset file set, or a split named in --splits without one, exits non-zero saying which keys."""
+  out = run_cache_cli(f"--config={cli_config(tmp_path, model_dir, '')}")
+  assert out.returncode == 1, out.stderr[-3000:]
+  assert ("error: Nothing to cache: neither config.data.train_file nor config.data.eval_file is set. Set one or "
+          "both to a JSONL dataset file") in out.stderr
+  assert "Traceback" not in out.stderr
+  out = run_cache_cli(f"--config={cli_config(tmp_path, model_dir, dataset)}", "--splits=train,eval")
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert ("error: --splits names 'eval' but config.data.eval_file is not set: set it to the eval JSONL dataset "
+          "file, or leave eval out of --splits.") in out.stderr
+  assert not os.path.exists(tmp_path / "c" / "train")  # checked before anything is built
+  with pytest.raises(fc.CacheError, match="--splits names 'train' but config.data.train_file is not set"):
+    cache_cli.build(jsonl_config(model_dir, "", tmp_path), splits=["train"])
+
+
+def jsonl_config(model_dir, train_file, tmp_path):
+  return ml_collections.ConfigDict({
+      "model": {"kind": "hf", "checkpoint": model_dir, "dtype": "float32", "mesh": (1, 1, 1), "num_frames": FRAMES},
+      "data": {"train_file": str(train_file), "eval_file": "", "cache_dir": str(tmp_path / "caches"),
+               "cache_batch_size": 2, "decode_threads": 1}})
+
+
+def test_good_lines_of_a_jsonl_with_a_non_utf8_line_are_cached(dataset, model_dir, encoder, tmp_path):
+  """Issue 10 acceptance: a line holding a byte that is not UTF-8 is one counted skip with its line number;
+  the good lines around it are cached and read back."""
+  videos = os.path.join(os.path.dirname(dataset), "videos")
+  line = lambda i, v: json.dumps(dict(id=f"g{i}", video=os.path.join(videos, v), question=QUESTIONS[i],
+                                      options=OPTIONS[0], answer="B")).encode()
+  path = tmp_path / "mixed.jsonl"
+  path.write_bytes(b"\n".join([line(0, "v0.mp4"), line(1, "v1.mp4").replace(b"what", b"wh\xffat"),
+                               line(2, "v2.mp4"), line(3, "v3.mp4")]) + b"\n")
+  config = jsonl_config(model_dir, path, tmp_path)
+  report = cache_cli.build(config, encoder=encoder)["train"]
+  assert report.summary().splitlines()[0] == "mixed.jsonl: 4 samples read, 1 skipped (reasons: bad_encoding=1)"
+  assert (report.samples, report.entries, report.built) == (3, 3, 3)
+  [problem] = report.problems.problems
+  assert (problem.source, problem.reason) == (f"{path}:2", "bad_encoding")
+  assert "not UTF-8 text (byte 0xff at position" in problem.message
+  src = cache_cli.open_source(config, "train")
+  assert isinstance(src, fc.CachedFeatureSource)
+  assert [str(src[i]["id"]) for i in range(len(src))] == ["g0", "g2", "g3"]
+  assert src[0]["visual"].shape[0] == FRAMES
+  m = fc.read_manifest(str(tmp_path / "caches" / "train"))
+  assert [(p["source"], p["reason"]) for p in m["skipped"]] == [(f"{path}:2", "bad_encoding")]
+
+
+def test_a_split_with_no_usable_samples_is_an_error(dataset, built, model_dir, encoder, tmp_path):
+  """Issue 10: zero usable samples fails at the cache build and where train/eval open the split, naming the
+  file and the skips (it used to "succeed" and end training with a bare StopIteration)."""
+  videos = os.path.join(os.path.dirname(dataset), "videos")
+  rec = lambda i, v: json.dumps(dict(id=f"z{i}", video=os.path.join(videos, v), question=QUESTIONS[0],
+                                     options=OPTIONS[0], answer="A"))
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text("\n".join(["{not json", rec(1, "gone.mp4"), "[1, 2"]) + "\n")
+  config = jsonl_config(model_dir, bad, tmp_path)
+  want = re.escape(f"{bad}: no usable samples (3 skipped: bad_json=2, missing_video=1)")
+  with pytest.raises(jf.DatasetError, match=want):
+    cache_cli.build(config, encoder=encoder)
+  assert not os.path.exists(tmp_path / "caches" / "train")
+  with pytest.raises(jf.DatasetError, match=want):  # no cache: the decode-on-read path
+    cache_cli.open_source(config, "train")
+  # Every video fails to decode: the build fails after recording the skips; the cached split fails to open.
+  undecodable = tmp_path / "undecodable.jsonl"
+  undecodable.write_text(rec(1, "truncated.mp4") + "\n" + rec(2, "short.mp4") + "\n")
+  config = jsonl_config(model_dir, undecodable, tmp_path)
+  want = re.escape(f"{undecodable}: no usable samples (2 skipped: too_few_frames=1, truncated_video=1)")
+  with pytest.raises(jf.DatasetError, match=want):
+    cache_cli.build(config, encoder=encoder)
+  with pytest.raises(jf.DatasetError, match=want):
+    cache_cli.open_source(config, "train")
+  # Samples all left out for having more options than the model scores.
+  shutil.copytree(built[0], tmp_path / "full" / "train")
+  config = jsonl_config(model_dir, dataset, tmp_path)
+  config.data.cache_dir = str(tmp_path / "full")
+  assert len(cache_cli.open_source(config, "train", max_options=4)) == 5
+  with pytest.raises(jf.DatasetError, match=re.escape(
+      f"{dataset}: no usable samples (9 skipped: answer_not_in_options=1, missing_video=1, too_few_frames=1, "
+      "too_many_options=5, truncated_video=1)")):
+    cache_cli.open_source(config, "train", max_options=2)
+
+
+def test_a_corrupt_cache_record_is_a_cache_error_naming_it(built, llm, tmp_path):
+  """Issue 10: a damaged record read for training/eval raises `CacheError` naming the record and the command
+  that rebuilds the cache, never a raw numpy/array_record error or a silently wrong array."""
+  cache_dir = copy_cache(built, tmp_path)
+  m = fc.read_manifest(cache_dir)
+  key, entry = next(iter(m["entries"].items()))
+  path = os.path.join(cache_dir, entry["file"])
+  record = re.escape(f"{path}: record {entry['index']}")
+  corrupt = re.escape(f"entry {key} (video {entry['video']}) of the feature cache {cache_dir} is corrupt; "
+                      "rerun `python -m score_jax.cache --config=") + r".*` to rebuild it\."
+  data = open(path, "rb").read()
+
+  def damage(new_bytes):
+    with open(path, "wb") as f:
+      f.write(new_bytes)
+  damage(b"\0" * len(data))  # overwritten
+  with pytest.raises(fc.CacheError, match=record + r" cannot be read \(.+\); " + corrupt):
+    fc.CachedFeatureSource(cache_dir).visual(key)
+  damage(data[:len(data) // 2])  # truncated
+  src = fc.CachedFeatureSource(cache_dir)
+  with pytest.raises(fc.CacheError, match=record + " .*; " + corrupt):
+    src.visual(key)
+  with pytest.raises(fc.CacheError, match="rerun `python -m score_jax.cache --config="):  # through grain batches
+    next(fc.iterate_batches(src, 2, llm.prompts, SUFFIX_LEN, num_threads=1))
+  os.remove(path)  # gone
+  with pytest.raises(fc.CacheError, match=re.escape(f"{path} is missing (named by "
+                                                    f"{os.path.join(cache_dir, fc.MANIFEST)}); ") + corrupt):
+    fc.CachedFeatureSource(cache_dir).visual(key)
+  damage(data)  # intact bytes, but a manifest whose shape does not fit them (read without checksums)
+  m["entries"][key]["shape"] = [3, 5, 7]
+  json.dump(m, open(os.path.join(cache_dir, fc.MANIFEST), "w"))
+  with pytest.raises(fc.CacheError, match=record + r" cannot be decoded \(ValueError: .*\); " + corrupt):
+    fc.CachedFeatureSource(cache_dir, verify_reads=False).visual(key)
 
 
 def llava_ov_config(model_dir, root, workdir, **overrides):
@@ -355,7 +484,7 @@ def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, mon
     assert f"| {name} |" in table
 
   # The data iterator's position is in the checkpoint, as for the generated-world stages.
-  mngr = train_lib.checkpoint_manager(str(tmp_path / "run"), config)
+  mngr = checkpointing.manager(str(tmp_path / "run"), config.keep_checkpoints)
   saved = mngr.restore(3, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
   mngr.close()
   src = cache_cli.open_source(config, "train")

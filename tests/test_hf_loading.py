@@ -164,3 +164,117 @@ def test_saved_folder_loads_in_transformers_and_back(tmp_path):
   got = prefill.prefill_logits(module, params, visual, prefill.all_keep_indices(1, n), np.asarray([[1, 2]]),
                                np.asarray([[5, 6, 7]]), np.asarray([3]))
   np.testing.assert_allclose(np.asarray(got), want[:, -1].numpy(), atol=1e-4)
+
+
+def _edit_config(folder, edit):
+  path = os.path.join(folder, "config.json")
+  with open(path) as f:
+    cfg = json.load(f)
+  edit(cfg)
+  with open(path, "w") as f:
+    json.dump(cfg, f)
+
+
+def _add_tensors(folder, extra):
+  ckpt = SafetensorsFolder(folder)
+  tensors = {k: np.array(ckpt.get(k)) for k in ckpt.keys()}
+  save_safetensors({**tensors, **extra}, os.path.join(folder, "model.safetensors"))
+
+
+def test_config_with_fewer_decoder_layers_than_the_files_is_refused(tmp_path, llava_folder):
+  hf_loading.load_llava_onevision(llava_folder)  # the unmodified checkpoint reads every tensor
+  folder = _copy(llava_folder, tmp_path / "c")
+  _edit_config(folder, lambda c: c["text_config"].update(num_hidden_layers=1))
+  with pytest.raises(CheckpointError, match=r"holds 12 tensor\(s\) that no parameter reads: "
+                                            r"'language_model\.model\.layers\.1\.input_layernorm\.weight', .*"
+                                            r"and 7 more\. Does its config\.json describe"):
+    hf_loading.load_llava_onevision(folder)
+
+
+def test_config_with_fewer_vision_layers_than_the_files_is_refused(tmp_path, llava_folder):
+  folder = _copy(llava_folder, tmp_path / "c")
+  _edit_config(folder, lambda c: c["vision_config"].update(num_hidden_layers=2))
+  with pytest.raises(CheckpointError, match=r"holds 16 tensor\(s\).*'vision_tower\.encoder\.layers\.2\."):
+    hf_loading.load_llava_onevision(folder)
+
+
+def test_qwen2_config_with_fewer_layers_is_refused(tmp_path):
+  folder = str(tmp_path)
+  ref.save_random_model(transformers.Qwen2ForCausalLM, ref.tiny_qwen2_config(), folder)
+  hf_loading.load_qwen2(folder)
+  def one_layer(c):
+    c["num_hidden_layers"] = 1
+    if "layer_types" in c:  # transformers >= 4.53 checks it against num_hidden_layers
+      c["layer_types"] = c["layer_types"][:1]
+  _edit_config(folder, one_layer)
+  with pytest.raises(CheckpointError, match=r"'model\.layers\.1\.input_layernorm\.weight'"):
+    hf_loading.load_qwen2(folder)
+
+
+def test_layers_after_the_vision_feature_layer_may_stay_unread(tmp_path):
+  """vision_feature_layer=-2 never runs the last SigLIP layer; one more layer in the files than the
+  config says is still an error."""
+  folder = str(tmp_path)
+  ref.save_random_model(transformers.LlavaOnevisionForConditionalGeneration,
+                        ref.tiny_llava_config(vision_feature_layer=-2), folder)
+  hf_loading.load_llava_onevision(folder)
+  _edit_config(folder, lambda c: c["vision_config"].update(num_hidden_layers=2))
+  with pytest.raises(CheckpointError, match=r"'vision_tower\.encoder\.layers\.2\.layer_norm1\.bias'"):
+    hf_loading.load_llava_onevision(folder)
+
+
+def test_unknown_tensor_is_named_and_allow_listed_ones_are_not(tmp_path, llava_folder):
+  folder = _copy(llava_folder, tmp_path / "c")
+  _add_tensors(folder, {"language_model.model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(6, np.float32)})
+  hf_loading.load_llava_onevision(folder)  # a saved RoPE buffer: recomputed, so unused
+  _add_tensors(folder, {"language_model.model.extra_norm.weight": np.ones(48, np.float32)})
+  with pytest.raises(CheckpointError, match=r"holds 1 tensor\(s\) that no parameter reads: "
+                                            r"'language_model\.model\.extra_norm\.weight'\."):
+    hf_loading.load_llava_onevision(folder)
+
+
+def test_vision_side_alone_ignores_the_decoder(tmp_path, llava_folder):
+  """A partial load (as feature_cache.VisionEncoder does) checks only the components it reads."""
+  from score_jax.models.configs import LlavaOnevisionConfig
+  from score_jax.models.llava_onevision import LlavaOnevision
+  folder = _copy(llava_folder, tmp_path / "c")
+  _edit_config(folder, lambda c: c["text_config"].update(num_hidden_layers=1))
+  cfg = hf_loading.parse_config(folder, LlavaOnevisionConfig.from_hf)
+  module = LlavaOnevision(cfg)
+  shapes = hf_loading.abstract_params(module, *hf_loading.llava_dummy_inputs(cfg), method=LlavaOnevision.init_all)
+  vision = {k: shapes[k] for k in ("vision_tower", "multi_modal_projector", "image_newline")}
+  params = hf_loading.load_params(folder, vision, hf_loading.LLAVA_COMPONENTS)
+  assert set(params) == set(vision)
+
+
+def test_tied_lm_head_copy_is_accepted_and_a_different_one_refused(tmp_path):
+  folder = str(tmp_path)
+  hf = ref.save_random_model(transformers.Qwen2ForCausalLM, ref.tiny_qwen2_config(tie_word_embeddings=True), folder)
+  embed = hf.model.embed_tokens.weight.detach().numpy()
+  _add_tensors(folder, {"lm_head.weight": embed.copy()})
+  _, _, params = hf_loading.load_qwen2(folder)
+  assert "lm_head" not in params
+  _add_tensors(folder, {"lm_head.weight": embed + 1})
+  with pytest.raises(CheckpointError, match=r"model\.safetensors: config\.json ties the output layer to the input "
+                                            r"embedding \(tie_word_embeddings\), but tensor 'lm_head\.weight' differs"):
+    hf_loading.load_qwen2(folder)
+
+
+def _tiny_full_siglip_config():
+  text = transformers.SiglipTextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, max_position_embeddings=16, bos_token_id=None,
+                                       eos_token_id=None, pad_token_id=0)
+  return transformers.SiglipConfig(text_config=text.to_dict(), vision_config=ref.tiny_siglip_config().to_dict())
+
+
+def test_siglip_vision_from_a_full_siglip_checkpoint(tmp_path):
+  """The text tower and the pooling head are not ours to read; a missing vision layer in config is."""
+  folder = str(tmp_path / "full")
+  ref.save_random_model(transformers.SiglipModel, _tiny_full_siglip_config(), folder)
+  cfg, _, params = hf_loading.load_siglip_vision(folder)
+  assert cfg.num_hidden_layers == 3 and "post_layernorm" in params
+  _, _, params = hf_loading.load_siglip_vision(folder, use_post_layernorm=False)
+  assert "post_layernorm" not in params
+  _edit_config(folder, lambda c: c["vision_config"].update(num_hidden_layers=2))
+  with pytest.raises(CheckpointError, match=r"'vision_model\.encoder\.layers\.2\."):
+    hf_loading.load_siglip_vision(folder)

@@ -1,4 +1,6 @@
 """Prompt building: chat template, split at the video placeholder, option letters, batching."""
+import re
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,17 @@ def test_option_word_format_is_cloze_and_scores_each_option_by_its_token(encoder
   assert encoder.option_word_ids([["red", "blue"]]) is None  # letters: the same ids for every sample
   with pytest.raises(prompt.PromptError, match="answer_format"):
     prompt.PromptEncoder(tok, encoder.template, "letters")
+
+
+def test_folder_without_tokenizer_files_is_named(tmp_path):
+  from score_jax.models.safetensors_io import save_safetensors
+  folder = tmp_path / "weights_only"
+  folder.mkdir()
+  (folder / "config.json").write_text('{"model_type": "llava_onevision"}')
+  save_safetensors({"x": np.zeros((2, 2), np.float32)}, str(folder / "model.safetensors"))
+  with pytest.raises(prompt.PromptError, match=re.escape(str(folder)) + r"' has no tokenizer files \(tokenizer\.json, "
+                     r"or vocab\.json\+merges\.txt, or tokenizer\.model\); copy them from the original checkpoint\."):
+    prompt.PromptEncoder.from_folder(str(folder))
+  (folder / "vocab.json").write_text("{}")
+  with pytest.raises(prompt.PromptError, match=r"\(found vocab\.json without merges\.txt\); copy them"):
+    prompt.load_tokenizer(str(folder))

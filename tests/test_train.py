@@ -13,23 +13,7 @@ from score_jax.frozen_llm import load_frozen_llm
 from score_jax.methods import get_method
 from score_jax.models import prefill, sharding as shd
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def smoke_config(workdir, checkpoint, **overrides):
-  sys.path.insert(0, os.path.join(REPO, "experiments"))
-  import smoke  # noqa: E402
-  c = smoke.get_config()
-  c.workdir = str(workdir)
-  c.model.checkpoint = checkpoint
-  c.model.mesh = (1, 1, 1)
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+from score_jax.testing.smoke import REPO, smoke_config
 
 
 def test_train_step_compiles_once(tiny_embedded_model):
@@ -84,13 +68,6 @@ def test_entropy_bonus_raises_the_keep_entropy(tiny_embedded_model):
   assert entropies[5.0] > entropies[0.0] + 1e-3, entropies
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_embedded_model, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run_full")
-  config = smoke_config(workdir, tiny_embedded_model)
-  return workdir, train_lib.train(config)
-
-
 def test_smoke_run_trains_checkpoints_and_evaluates(uninterrupted):
   workdir, out = uninterrupted
   assert out["final_step"] == 6  # pseudo:3 + video:3
@@ -133,12 +110,7 @@ def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
 
 
 def test_cacovid_trains_through_the_same_command(tiny_embedded_model, tmp_path):
-  sys.path.insert(0, os.path.join(REPO, "experiments"))
-  import cacovid_smoke  # noqa: E402
-  c = cacovid_smoke.get_config()
-  c.workdir = str(tmp_path)
-  c.model.checkpoint = tiny_embedded_model
-  c.model.mesh = (1, 1, 1)
+  c = smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke")
   out = train_lib.train(c)
   assert out["final_step"] == 4
   assert "| cacovid |" in (tmp_path / "eval.md").read_text()

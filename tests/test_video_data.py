@@ -149,6 +149,35 @@ def test_jsonl_reader_skips_bad_annotations(video_dir, monkeypatch):
     jf.read_jsonl(path, strict=True)
 
 
+def test_a_line_that_is_not_utf8_is_one_skip_with_its_line_number(video_dir, monkeypatch):
+  """Issue 10: one non-UTF-8 byte spoils its own line only (counted, line number named), not the read."""
+  warnings = []
+  monkeypatch.setattr(logging, "warning", lambda msg, *a: warnings.append(msg % a))
+  good = [json.dumps(q("videos/v0.mp4", id="ok0")).encode(), json.dumps(q("videos/v1.mp4", id="ok1")).encode()]
+  bad = json.dumps(q("videos/v2.mp4", id="latin1")).encode().replace(b"shape", b"sh\xe4pe")
+  path = video_dir / "data.jsonl"
+  path.write_bytes(b"\n".join([b"\xef\xbb\xbf" + good[0], bad, b"# caf\xe9: a comment in latin-1", b"{not json",
+                                good[1], b"\xff\xfe", b""]))
+  ds = jf.read_jsonl(str(path))
+  assert [s.id for s in ds.samples] == ["ok0", "ok1"]
+  assert ds.summary() == "data.jsonl: 5 samples read, 3 skipped (reasons: bad_encoding=2, bad_json=1)"
+  assert [(p.source, p.reason) for p in ds.problems.problems] == [
+      (f"{path}:2", "bad_encoding"), (f"{path}:4", "bad_json"), (f"{path}:6", "bad_encoding")]
+  col = bad.index(b"\xe4") + 1
+  assert str(ds.problems.problems[0]) == (
+      f"{path}:2: not UTF-8 text (byte 0xe4 at position {col} of the line); re-save the file as UTF-8 [bad_encoding]")
+  assert "data.jsonl:6: not UTF-8 text (byte 0xff at position 1 of the line)" in "\n".join(warnings)
+  with pytest.raises(jf.DatasetError, match=r"data.jsonl:2: not UTF-8 text \(byte 0xe4 .*\[bad_encoding\] \(strict"):
+    jf.read_jsonl(str(path), strict=True)
+
+
+def test_no_usable_samples_message():
+  e = jf.no_usable_samples("data/x.jsonl", {"missing_video": 1, "bad_json": 2})
+  assert isinstance(e, jf.DatasetError)
+  assert str(e) == "data/x.jsonl: no usable samples (3 skipped: bad_json=2, missing_video=1)"
+  assert str(jf.no_usable_samples("e.jsonl", {})) == "e.jsonl: no usable samples (the file holds no sample lines)"
+
+
 def test_decoding_skips_bad_videos_and_processes_the_rest(video_dir):
   path = write_dataset(str(video_dir), [q("videos/v0.mp4", id="a"), q("videos/truncated.mp4", id="trunc"),
                                         q("videos/short.mp4", id="short"), q("videos/v1.mp4", id="b")])

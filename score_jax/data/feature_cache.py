@@ -18,13 +18,15 @@ sha256 of its stored bytes.
 Opening an existing cache with `build_cache` re-checks it: if the settings differ every entry is
 rebuilt; an entry whose bytes do not match its checksum (or whose file is gone) is rebuilt; both
 are logged as warnings. Readers (`CachedFeatureSource`) verify each record's checksum on read and
-raise `CacheError` on a mismatch, so a corrupt entry is never silently used. New entries go to a
+raise `CacheError` on a mismatch (or an unreadable record), naming the record and the command that
+rebuilds the cache (`CACHE_COMMAND`), so a corrupt entry is never silently used. New entries go to a
 new generation file that is flushed into the manifest every `flush_every` entries, so an
 interrupted build resumes where it stopped; files no entry references are deleted. One writer per
-cache folder at a time.
+cache folder at a time. A dataset with no usable sample is a `DatasetError`, not an empty cache.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -54,10 +56,12 @@ _TOKEN_RE = re.compile(r"^tokens-(\d{5})\.array_record$")
 VISION_PARAMS = ("vision_tower", "multi_modal_projector", "image_newline")
 VISION_TENSOR_RE = re.compile(r"(^|\.)(vision_tower|multi_modal_projector)\.")
 _READ_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"
+CACHE_COMMAND = "python -m score_jax.cache --config=<experiment config>"
+REBUILD = f"rerun `{CACHE_COMMAND}` to rebuild it"
 
 
 class CacheError(RuntimeError):
-  """A feature cache that is missing, stale or does not match its manifest."""
+  """A feature cache that is missing, stale, corrupt or does not match its manifest (or cannot be built)."""
 
 
 # ---------------------------------------------------------------------------------------- hashing
@@ -204,7 +208,8 @@ def read_manifest(cache_dir: str) -> dict | None:
   try:
     with open(path) as f:
       m = json.load(f)
-    if m.get("settings", {}).get("format") != FORMAT or not isinstance(m.get("entries"), dict):
+    if (not isinstance(m, dict) or not isinstance(m.get("settings"), dict) or m["settings"].get("format") != FORMAT
+        or not isinstance(m.get("entries"), dict) or not isinstance(m.get("samples"), list)):
       raise ValueError(f"not a {FORMAT} manifest")
     return m
   except (OSError, ValueError) as e:
@@ -227,17 +232,18 @@ class _Readers:
     self._open: dict = {}
 
   def read(self, file: str, index: int) -> bytes:
+    """Record `index` of `file`; `CacheError` naming the file and record if it cannot be read."""
     from array_record.python.array_record_module import ArrayRecordReader
     path = os.path.join(self.cache_dir, file)
+    r = self._open.get(file)
+    if r is None and not os.path.exists(path):
+      raise CacheError(f"{path} is missing (named by {os.path.join(self.cache_dir, MANIFEST)})")
     try:
-      r = self._open.get(file)
       if r is None:
-        if not os.path.exists(path):
-          raise CacheError(f"{path} is missing (named by {os.path.join(self.cache_dir, MANIFEST)}).")
         r = self._open.setdefault(file, ArrayRecordReader(path, _READ_OPTIONS))
       return r.read([index])[0]
-    except (RuntimeError, ValueError, OSError, IndexError) as e:
-      raise CacheError(f"{path}: record {index} cannot be read ({e}).") from e
+    except (CacheError, RuntimeError, ValueError, OSError, IndexError, TypeError) as e:
+      raise CacheError(f"{path}: record {index} cannot be read ({str(e) or type(e).__name__})") from e
 
   def close(self):
     for r in self._open.values():
@@ -257,6 +263,11 @@ def _entry_ok(readers: _Readers, entry: dict) -> str | None:
     raw = readers.read(entry["file"], entry["index"])
   except CacheError as e:
     return f"cannot be read ({e})"
+  return _bytes_problem(raw, entry)
+
+
+def _bytes_problem(raw: bytes, entry: dict) -> str | None:
+  """None if `raw` has the entry's size and sha256, else which of them differs."""
   if len(raw) != entry["nbytes"]:
     return f"has {len(raw)} bytes, the manifest says {entry['nbytes']}"
   if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
@@ -340,12 +351,16 @@ def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_f
   """Creates or updates the cache of a JSONL dataset; returns what was reused, built and skipped.
 
   Bad samples (annotation or video problems) are skipped with a warning and counted, or raise
-  `jf.DatasetError` if `strict`. `verify=False` skips re-reading existing entries' bytes (their
-  checksums are still checked whenever they are read for training or eval).
+  `jf.DatasetError` if `strict`; a dataset left with no usable sample raises `jf.DatasetError`
+  naming the file and the skips (after writing the manifest that records them). `verify=False`
+  skips re-reading existing entries' bytes (their checksums are still checked whenever they are
+  read for training or eval).
   """
   t0 = time.time()
-  os.makedirs(cache_dir, exist_ok=True)
   ds = jf.read_jsonl(dataset_path, strict=strict)
+  if not ds.samples:
+    raise jf.no_usable_samples(ds.path, ds.problems.counts())
+  os.makedirs(cache_dir, exist_ok=True)
   root = os.path.dirname(ds.path)
   settings = encoder.settings(num_frames)
   specs: dict[str, EntrySpec] = {}
@@ -445,6 +460,8 @@ def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_f
   _write_manifest(cache_dir, manifest)
   _remove_unreferenced(cache_dir, entries)
   logging.info("%s", report.summary())
+  if not samples:
+    raise jf.no_usable_samples(ds.path, report.problems.counts())
   return report
 
 
@@ -522,18 +539,22 @@ class CachedFeatureSource:
   Items: visual [T, P, d] (stored dtype), question <U [], options <U [max_options] (padded with ""),
   num_options int32, answer int32 (option index), id <U []. Every read checks the record's sha256.
   `settings`/`dataset_path`, if given, must match the manifest (else `CacheError`: run the cache CLI).
-  Samples with more than `max_options` options are left out (warned).
+  Samples with more than `max_options` options are left out (warned; counted in `num_dropped`).
+  A record that cannot be read or decoded, or does not match its checksum, raises `CacheError` naming
+  the record and `CACHE_COMMAND`.
   """
 
   def __init__(self, cache_dir: str, settings: dict | None = None, dataset_path: str | None = None,
                max_options: int | None = None, verify_reads: bool = True):
     problem = cache_status(cache_dir, settings, dataset_path)
     if problem:
-      raise CacheError(f"{problem}; build it with `python -m score_jax.cache --config=...`.")
+      raise CacheError(f"{problem}; run `{CACHE_COMMAND}` to build or update it.")
     m = read_manifest(cache_dir)
     self.cache_dir = cache_dir
     self.entries = m["entries"]
     self.records = [m["samples"][i] for i in _keep_answerable(m["samples"], max_options, cache_dir)]
+    self.num_dropped = len(m["samples"]) - len(self.records)
+    self.skipped = dict(collections.Counter(p.get("reason", "?") for p in m.get("skipped", [])))
     self.settings = m["settings"]
     self.verify_reads = verify_reads
     self.text = _TextItems(self.records, max_options)
@@ -543,12 +564,24 @@ class CachedFeatureSource:
     return len(self.records)
 
   def visual(self, key: str) -> np.ndarray:
-    entry = self.entries[key]
-    raw = self._readers.read(entry["file"], entry["index"])
-    if self.verify_reads and (len(raw) != entry["nbytes"] or hashlib.sha256(raw).hexdigest() != entry["sha256"]):
-      raise CacheError(f"{self.cache_dir}: entry {key} (video {entry['video']}) does not match its manifest "
-                       "checksum; rebuild it with `python -m score_jax.cache --config=...`.")
-    return decode_entry(raw, entry)
+    """The stored tokens of entry `key`; `CacheError` naming the record and `CACHE_COMMAND` if damaged."""
+    entry = self.entries.get(key)
+    if not isinstance(entry, dict):
+      raise CacheError(f"{os.path.join(self.cache_dir, MANIFEST)} has no entry {key}, which a sample names: "
+                       f"the cache is corrupt; {REBUILD}.")
+    record = f"{os.path.join(self.cache_dir, str(entry.get('file')))}: record {entry.get('index')}"
+    corrupt = f"entry {key} (video {entry.get('video')}) of the feature cache {self.cache_dir} is corrupt; {REBUILD}"
+    try:
+      raw = self._readers.read(entry["file"], entry["index"])
+      problem = _bytes_problem(raw, entry) if self.verify_reads else None
+      tokens = None if problem else decode_entry(raw, entry)
+    except CacheError as e:
+      raise CacheError(f"{e}; {corrupt}.") from e
+    except (KeyError, TypeError, ValueError) as e:
+      raise CacheError(f"{record} cannot be decoded ({type(e).__name__}: {e}); {corrupt}.") from e
+    if problem:
+      raise CacheError(f"{record} {problem}; {corrupt}.")
+    return tokens
 
   def __getitem__(self, index: int) -> dict:
     r = self.records[int(index)]

@@ -15,12 +15,14 @@ Fields:
 - `start`, `end` (optional): a time window in seconds; frames are then sampled inside it only.
 - anything else (e.g. "task", "duration") is kept in `Sample.meta`.
 
-Blank lines and lines starting with `#` are ignored. A bad line (invalid JSON, a missing or
-malformed field, an answer that is not among the options, a duplicate id, a video file that does not
-exist) is skipped: a `SampleProblem` with a short reason is recorded and logged as a warning, and
-`ProblemLog.summary` ends the read with one line "N samples read, M skipped (reasons: ...)".
-With `strict=True` the first problem raises `DatasetError` instead. Decoding problems found later
-(unreadable or truncated video, too few frames) go into the same `ProblemLog`.
+The file is UTF-8 text. Blank lines and lines starting with `#` are ignored. A bad line (bytes that
+are not UTF-8, invalid JSON, a missing or malformed field, an answer that is not among the options, a
+duplicate id, a video file that does not exist) is skipped: a `SampleProblem` naming "file:LINE" with
+a short reason is recorded and logged as a warning, and `ProblemLog.summary` ends the read with one
+line "N samples read, M skipped (reasons: ...)". With `strict=True` the first problem raises
+`DatasetError` instead. Decoding problems found later (unreadable or truncated video, too few
+frames) go into the same `ProblemLog`. A split left with no usable sample is an error
+(`no_usable_samples`) where a cache is built or a split is opened for training or eval.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
 KNOWN_FIELDS = ("id", "video", "question", "options", "answer", "start", "end")
 
 # Short reason codes (the summary counts them).
+BAD_ENCODING = "bad_encoding"
 BAD_JSON = "bad_json"
 MISSING_FIELD = "missing_field"
 BAD_FIELD = "bad_field"
@@ -108,8 +111,23 @@ class ProblemLog:
   def summary(self, num_read: int) -> str:
     """"N samples read, M skipped (reasons: a=1, b=2)"; `num_read` counts every sample seen."""
     m = len(self.problems)
-    reasons = ", ".join(f"{k}={v}" for k, v in self.counts().items()) or "none"
+    reasons = format_counts(self.counts()) or "none"
     return f"{self.name}: {num_read} samples read, {m} skipped (reasons: {reasons})"
+
+
+def format_counts(counts: dict[str, int]) -> str:
+  """"a=1, b=2" (sorted by reason)."""
+  return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
+def no_usable_samples(path: str, counts: dict[str, int]) -> DatasetError:
+  """The error for a dataset file none of whose samples can be used; `counts`: skips per reason.
+
+  "data/x.jsonl: no usable samples (3 skipped: bad_json=2, missing_video=1)".
+  """
+  n = sum(counts.values())
+  why = f"{n} skipped: {format_counts(counts)}" if n else "the file holds no sample lines"
+  return DatasetError(f"{path}: no usable samples ({why})")
 
 
 @dataclasses.dataclass
@@ -126,11 +144,11 @@ class JsonlDataset:
 
 
 class BadSample(ValueError):
-  """One record that fails validation; `reason` is a reason code above."""
+  """One record that fails validation; `reason` is a reason code above, `sample_id` "" when not known."""
 
-  def __init__(self, reason: str, message: str):
+  def __init__(self, reason: str, message: str, sample_id: str = ""):
     super().__init__(message)
-    self.reason = reason
+    self.reason, self.sample_id = reason, sample_id
 
 
 def _text(rec: dict, field: str) -> str:
@@ -203,11 +221,48 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
   return h.hexdigest()
 
 
+def _lines(path: str):
+  """(line number, bytes) of each line, read in binary so that one undecodable line spoils only itself."""
+  try:
+    with open(path, "rb") as f:
+      yield from enumerate(f, 1)
+  except OSError as e:
+    raise DatasetError(f"Dataset file {path} cannot be read ({e.strerror or e}).") from e
+
+
+def _text_line(raw: bytes, lineno: int) -> str | None:
+  """A line's stripped text, None for a blank or `#` comment line; `BadSample(BAD_ENCODING)` if not
+  UTF-8 (a UTF-8 byte-order mark on line 1 is dropped)."""
+  try:
+    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+  except UnicodeDecodeError as e:
+    if raw.lstrip().startswith(b"#"):
+      return None
+    raise BadSample(BAD_ENCODING, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1} of the "
+                                  "line); re-save the file as UTF-8") from None
+  return line if line and not line.startswith("#") else None
+
+
+def _parse_line(line: str, lineno: int, root: str, source: str) -> Sample:
+  """A non-blank line's `Sample`; `BadSample` with the sample's id when known."""
+  try:
+    rec = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise BadSample(BAD_JSON, f"invalid JSON ({e.msg} at column {e.colno})") from None
+  try:
+    return parse_record(rec, root, f"line{lineno}", source)
+  except BadSample as e:
+    if isinstance(rec, dict) and isinstance(rec.get("id"), (str, int)):
+      e.sample_id = str(rec["id"])
+    raise
+
+
 def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
                problems: ProblemLog | None = None) -> JsonlDataset:
-  """Reads and validates a JSONL dataset; bad samples are skipped (warned, counted) or, if strict, raised.
+  """Reads and validates a JSONL dataset; bad lines are skipped (warned, counted) or, if strict, raised.
 
-  `check_videos` also skips samples whose video file does not exist. Logs the summary line.
+  Each line is decoded on its own, so a line that is not UTF-8 is one skip (`bad_encoding`), not a
+  failed read. `check_videos` also skips samples whose video file does not exist. Logs the summary line.
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
@@ -216,33 +271,24 @@ def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
   root = os.path.dirname(path)
   samples: list[Sample] = []
   seen: set[str] = set()
-  num = 0
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      line = line.strip()
-      if not line or line.startswith("#"):
+  skipped_before = len(problems.problems)
+  for lineno, raw in _lines(path):
+    source = f"{path}:{lineno}"
+    try:
+      line = _text_line(raw, lineno)
+      if line is None:
         continue
-      num += 1
-      source = f"{path}:{lineno}"
-      sid = ""
-      try:
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise BadSample(BAD_JSON, f"invalid JSON ({e.msg} at column {e.colno})") from None
-        if isinstance(rec, dict) and isinstance(rec.get("id"), (str, int)):
-          sid = str(rec["id"])
-        s = parse_record(rec, root, f"line{lineno}", source)
-        sid = s.id
-        if s.id in seen:
-          raise BadSample(DUPLICATE_ID, f"id {s.id!r} was already used by an earlier line")
-        if check_videos and not os.path.isfile(s.video):
-          raise BadSample(MISSING_VIDEO, f"video file {s.video} does not exist")
-      except BadSample as e:
-        problems.add(SampleProblem(source, sid, e.reason, str(e)))
-        continue
-      seen.add(s.id)
-      samples.append(s)
+      s = _parse_line(line, lineno, root, source)
+      if s.id in seen:
+        raise BadSample(DUPLICATE_ID, f"id {s.id!r} was already used by an earlier line", s.id)
+      if check_videos and not os.path.isfile(s.video):
+        raise BadSample(MISSING_VIDEO, f"video file {s.video} does not exist", s.id)
+    except BadSample as e:
+      problems.add(SampleProblem(source, e.sample_id, e.reason, str(e)))
+      continue
+    seen.add(s.id)
+    samples.append(s)
+  num = len(samples) + len(problems.problems) - skipped_before  # every sample line, good or bad
   ds = JsonlDataset(path, samples, problems, num, file_sha256(path))
   logging.info("%s", ds.summary())
   return ds

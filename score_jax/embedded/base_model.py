@@ -8,6 +8,11 @@ pseudo-videos. The result is saved as a Hugging Face checkpoint folder (config.j
 tokenizer) and from then on read through the same loading code as a downloaded checkpoint. A
 `build_info.json` records the world version, the settings and the held-out accuracy; a folder whose
 world version differs from the current generator is rebuilt.
+
+A build writes only into a folder that is new, empty, or an earlier build (has `build_info.json`);
+any other folder (a downloaded checkpoint, say) is refused with `BuildFolderError`. The folder is
+written under a temporary name next to it and renamed into place when complete, so a crash
+mid-build leaves the target as it was.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
+import tempfile
 import time
 
 from absl import app, flags, logging
@@ -35,6 +42,10 @@ from score_jax.models.preprocess import normalize_frames
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "score_jax", "embedded_llava")
 SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "embedded_llava")
 BUILD_INFO = "build_info.json"
+
+
+class BuildFolderError(ValueError):
+  """A folder the embedded-model build will not write into: it holds files the build did not make."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,9 +278,89 @@ def evaluate_full_tokens(module, params, batches, option_ids, by_type: bool = Fa
   return overall, {k: round(float(np.mean(v)), 3) for k, v in sorted(hits.items())}
 
 
+def read_build_info(folder: str) -> dict | None:
+  """The folder's build_info.json as written by `build_base_model`, or None."""
+  try:
+    with open(os.path.join(folder, BUILD_INFO)) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return info if isinstance(info, dict) and "world_version" in info else None
+
+
+def check_build_folder(folder: str) -> None:
+  """Raises BuildFolderError unless `folder` is absent, empty, or an earlier build of ours."""
+  if not os.path.exists(folder):
+    return
+  if not os.path.isdir(folder):
+    raise BuildFolderError(f"Cannot build the embedded model in {folder!r}: it is a file, not a folder.")
+  entries = sorted(os.listdir(folder))
+  if not entries or read_build_info(folder) is not None:
+    return
+  hf = "config.json" in entries or any(n.endswith(".safetensors") for n in entries)
+  hint = (" It looks like a Hugging Face checkpoint; to use it as the frozen LLM set "
+          "--config.model.kind=hf." if hf else "")
+  shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+  raise BuildFolderError(
+      f"Refusing to build the embedded model in {folder!r}: the folder holds files it did not make "
+      f"({shown}) and no {BUILD_INFO}.{hint} To build the embedded model, pass a new or empty folder.")
+
+
 def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettings(), progress: bool = True
                      ) -> dict:
-  """Trains the embedded model and saves it to `out_dir`; returns the build info."""
+  """Trains the embedded model and saves it to `out_dir` (new, empty, or an earlier build); returns
+  the build info."""
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  check_build_folder(out_dir)
+  cfg, params, tokenizer, info = train_base_model(settings, progress)
+  save_base_model(out_dir, cfg, params, tokenizer, info)
+  return info
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def _swap_in(tmp: str, target: str) -> None:
+  """Renames the finished folder `tmp` to `target`; an existing (empty or earlier-build) target is
+  moved aside first and deleted once the new one is in place."""
+  if not os.path.exists(target):
+    os.rename(tmp, target)
+    return
+  old = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.old-")
+  os.rmdir(old)
+  os.rename(target, old)
+  try:
+    os.rename(tmp, target)
+  except OSError:
+    os.rename(old, target)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def save_base_model(out_dir: str, cfg, params, tokenizer, info: dict) -> None:
+  """Writes the checkpoint and build_info.json to a temporary folder beside `out_dir`, then renames
+  it into place; on any error the temporary folder is removed and `out_dir` left as it was."""
+  target = os.path.abspath(os.path.expanduser(out_dir))
+  check_build_folder(target)
+  parent = os.path.dirname(target)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.tmp-")
+  try:
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would stick to the renamed folder
+    hf_saving.save_llava_onevision(tmp, cfg, params, tokenizer)
+    with open(os.path.join(tmp, BUILD_INFO), "w") as f:
+      json.dump(info, f, indent=2)
+    check_build_folder(target)  # again: training takes long, and the folder may have changed
+    _swap_in(tmp, target)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_base_model(settings: BaseModelSettings = BaseModelSettings(), progress: bool = True):
+  """(config, params, tokenizer, build info) of the embedded model trained with `settings`."""
   t0 = time.time()
   text = world_text.WorldText.create()
   cfg = embedded_config(len(text.tokenizer), *text.special_ids(), hidden_size=settings.hidden_size,
@@ -329,28 +420,24 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
               "pseudo", settings.eval_samples, 64, cloze, world_cfg), option_ids)}
   info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings),
           "heldout_accuracy_all_tokens": accs, "build_seconds": round(time.time() - t0, 1)}
-  hf_saving.save_llava_onevision(out_dir, cfg, params, text.tokenizer)
-  with open(os.path.join(out_dir, BUILD_INFO), "w") as f:
-    json.dump(info, f, indent=2)
-  return info
+  return cfg, params, text.tokenizer, info
 
 
 def is_current(folder: str) -> bool:
-  path = os.path.join(folder, BUILD_INFO)
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    return json.load(f).get("world_version") == world_text.WORLD_VERSION
+  info = read_build_info(folder)
+  return info is not None and info.get("world_version") == world_text.WORLD_VERSION
 
 
 def ensure_base_model(folder: str = DEFAULT_DIR, settings: BaseModelSettings = BaseModelSettings(),
                       progress: bool = True) -> str:
   """The embedded model's checkpoint folder: for the default folder, the copy shipped with the package
-  when it matches the current world; else `folder`, built on first use (or when the world changed)."""
+  when it matches the current world; else `folder`, built on first use (or when the world changed).
+  A folder that is neither new, empty nor an earlier build raises BuildFolderError."""
   folder = os.path.expanduser(folder)
   if folder == DEFAULT_DIR and is_current(SHIPPED_DIR):
     return SHIPPED_DIR
   if not is_current(folder):
+    check_build_folder(folder)
     logging.info("Building the embedded base model in %s (first use).", folder)
     info = build_base_model(folder, settings, progress)
     logging.info("Embedded base model: %s", info)

@@ -37,11 +37,32 @@ class PromptError(ValueError):
   """A prompt or tokenizer that cannot produce the expected inputs."""
 
 
-def load_tokenizer(folder: str):
-  """`AutoTokenizer` from a local checkpoint folder (no network)."""
-  from transformers import AutoTokenizer
+# Files that hold a tokenizer, any one set suffices: the `tokenizers` serialization, a BPE vocabulary
+# with its merges (Qwen2, GPT-2), a sentencepiece or tiktoken model, a WordPiece vocabulary.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",),
+                       ("spiece.model",), ("sentencepiece.bpe.model",), ("vocab.txt",))
+
+
+def check_tokenizer_files(folder: str) -> None:
+  """Raises PromptError naming what is missing when `folder` holds no tokenizer files."""
   if not os.path.isdir(folder):
     raise PromptError(f"Tokenizer folder {folder!r} does not exist.")
+  present = set(os.listdir(folder))
+  if any(set(files) <= present for files in TOKENIZER_FILE_SETS) or any(
+      n.endswith(".tiktoken") for n in present):
+    return
+  halves = [f"{'+'.join(sorted(present & set(f)))} without {'+'.join(sorted(set(f) - present))}"
+            for f in TOKENIZER_FILE_SETS if len(f) > 1 and present & set(f)]
+  found = f" (found {'; '.join(halves)})" if halves else ""
+  raise PromptError(
+      f"Checkpoint folder {folder!r} has no tokenizer files (tokenizer.json, or vocab.json+merges.txt, "
+      f"or tokenizer.model){found}; copy them from the original checkpoint.")
+
+
+def load_tokenizer(folder: str):
+  """`AutoTokenizer` from a local checkpoint folder (no network)."""
+  check_tokenizer_files(folder)
+  from transformers import AutoTokenizer
   try:
     return AutoTokenizer.from_pretrained(folder, local_files_only=True)
   except (OSError, ValueError) as e:

@@ -1,0 +1,151 @@
+"""The embedded-model build writes only folders it made, and only whole ones: a foreign folder is
+refused untouched, a crash mid-save leaves the target as it was, a rebuild swaps the folder in."""
+import hashlib
+import json
+import os
+import re
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+
+from score_jax import frozen_llm
+from score_jax.embedded import base_model, world_text
+from score_jax.models import hf_loading, hf_saving
+from score_jax.models.safetensors_io import save_safetensors
+
+TINY = base_model.BaseModelSettings(steps=2, vision_steps=2, batch_size=4, eval_samples=8)
+
+
+def _snapshot(folder):
+  """{relative path: sha256} of every file under `folder`."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for n in names:
+      path = os.path.join(root, n)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def _fake_hf_folder(folder):
+  os.makedirs(folder)
+  with open(os.path.join(folder, "config.json"), "w") as f:
+    json.dump({"model_type": "llava_onevision", "architectures": ["LlavaOnevisionForConditionalGeneration"]}, f)
+  save_safetensors({"model.language_model.embed_tokens.weight": np.arange(12, dtype=np.float32).reshape(3, 4)},
+                   os.path.join(folder, "model.safetensors"))
+  return str(folder)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  """A real tiny build into a folder that does not exist yet (nor does its parent)."""
+  folder = str(tmp_path_factory.mktemp("build") / "new" / "embedded")
+  info = base_model.build_base_model(folder, TINY, progress=False)
+  return folder, info
+
+
+@pytest.fixture(scope="module")
+def trained(built):
+  """What `train_base_model` returned for `built`, read back from the folder (to skip training)."""
+  folder, info = built
+  cfg, _, params = hf_loading.load_llava_onevision(folder)
+  return cfg, params, world_text.WorldText.from_folder(folder).tokenizer, info
+
+
+@pytest.fixture
+def no_training(monkeypatch, trained):
+  monkeypatch.setattr(base_model, "train_base_model", lambda settings, progress=True: trained)
+
+
+def test_build_into_a_new_path(built):
+  folder, info = built
+  assert {"build_info.json", "config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(folder))
+  assert base_model.read_build_info(folder) == json.loads(json.dumps(info)) and base_model.is_current(folder)
+  assert os.listdir(os.path.dirname(folder)) == ["embedded"]  # no temporary folder left beside it
+  mask = os.umask(0)
+  os.umask(mask)
+  assert os.stat(folder).st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
+  hf_loading.load_llava_onevision(folder)
+
+
+@pytest.mark.parametrize("call", ["ensure_base_model", "build_base_model"])
+def test_hugging_face_folder_is_refused_and_left_byte_identical(tmp_path, call):
+  folder = _fake_hf_folder(tmp_path / "downloaded")
+  before = _snapshot(folder)
+  with pytest.raises(base_model.BuildFolderError,
+                     match=re.escape(repr(folder)) + r".*no build_info\.json\. It looks like a Hugging Face "
+                     r"checkpoint; to use it as the frozen LLM set --config\.model\.kind=hf\."):
+    getattr(base_model, call)(folder, TINY, progress=False)
+  assert _snapshot(folder) == before
+  assert os.listdir(tmp_path) == ["downloaded"]
+
+
+def test_embedded_kind_with_a_hugging_face_checkpoint_names_kind_hf(tmp_path):
+  folder = _fake_hf_folder(tmp_path / "downloaded")
+  before = _snapshot(folder)
+  model = ml_collections.ConfigDict({"kind": "embedded", "checkpoint": folder, "dtype": "float32"})
+  with pytest.raises(base_model.BuildFolderError, match=r"--config\.model\.kind=hf"):
+    frozen_llm.load_frozen_llm(model, mesh=None)
+  assert _snapshot(folder) == before
+
+
+def test_other_foreign_folder_is_refused_without_the_hf_hint(tmp_path):
+  os.makedirs(tmp_path / "notes")
+  (tmp_path / "notes" / "todo.txt").write_text("mine")
+  with pytest.raises(base_model.BuildFolderError, match=r"holds files it did not make \(todo\.txt\)") as e:
+    base_model.build_base_model(str(tmp_path / "notes"), TINY, progress=False)
+  assert "kind=hf" not in str(e.value)
+  assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+
+
+def _fail_mid_save(folder, *args, **kwargs):
+  with open(os.path.join(folder, "model.safetensors"), "wb") as f:
+    f.write(b"half")
+  raise RuntimeError("disk full")
+
+
+def test_interrupted_build_leaves_no_folder(tmp_path, monkeypatch, no_training):
+  monkeypatch.setattr(hf_saving, "save_llava_onevision", _fail_mid_save)
+  with pytest.raises(RuntimeError, match="disk full"):
+    base_model.build_base_model(str(tmp_path / "new"), TINY, progress=False)
+  assert os.listdir(tmp_path) == []  # neither the target nor a temporary folder
+
+
+def test_interrupted_rebuild_keeps_the_earlier_build(tmp_path, monkeypatch, built, no_training):
+  folder = shutil.copytree(built[0], tmp_path / "old")
+  before = _snapshot(folder)
+  monkeypatch.setattr(hf_saving, "save_llava_onevision", _fail_mid_save)
+  with pytest.raises(RuntimeError, match="disk full"):
+    base_model.build_base_model(str(folder), TINY, progress=False)
+  assert _snapshot(folder) == before
+  assert os.listdir(tmp_path) == ["old"]
+
+
+def test_stale_build_is_replaced_whole(tmp_path, built, no_training):
+  folder = str(shutil.copytree(built[0], tmp_path / "old"))
+  info = base_model.read_build_info(folder)
+  with open(os.path.join(folder, base_model.BUILD_INFO), "w") as f:
+    json.dump(dict(info, world_version="stale"), f)
+  with open(os.path.join(folder, "leftover.txt"), "w") as f:
+    f.write("from the earlier build")
+  assert base_model.ensure_base_model(folder, TINY, progress=False) == folder
+  assert base_model.is_current(folder) and not os.path.exists(os.path.join(folder, "leftover.txt"))
+  assert os.listdir(tmp_path) == ["old"]  # the earlier build, moved aside, is deleted
+
+
+def test_empty_existing_folder_is_built_into(tmp_path, no_training):
+  os.makedirs(tmp_path / "empty")
+  base_model.build_base_model(str(tmp_path / "empty"), TINY, progress=False)
+  assert base_model.is_current(str(tmp_path / "empty"))
+  assert os.listdir(tmp_path) == ["empty"]
+
+
+def test_current_build_is_used_as_is(built, monkeypatch):
+  def fail(*args, **kwargs):
+    raise AssertionError("rebuilt a current folder")
+  monkeypatch.setattr(base_model, "train_base_model", fail)
+  before = _snapshot(built[0])
+  assert base_model.ensure_base_model(built[0], TINY, progress=False) == built[0]
+  assert _snapshot(built[0]) == before

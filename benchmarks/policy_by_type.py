@@ -34,7 +34,8 @@ def main(argv):
 
   config = curriculum.get_config()
   llm = load_frozen_llm(config.model, shd.make_mesh((1, 1, 1), devices=jax.devices()[:1]))
-  _, select = eval_lib.load_policy(_CHECKPOINT.value, llm)
+  from score_jax.methods.keep_policy import as_keep_policy
+  policy = as_keep_policy(eval_lib.load_policy(_CHECKPOINT.value, llm)[1])
   answer = evaluation.answer_fn(llm)
 
   src = WorldSource(train_lib.WORLD, kind="video", split="heldout", size=_SAMPLES.value)
@@ -48,8 +49,9 @@ def main(argv):
     text = evaluation.text_inputs(b)
     target = relevant_token_mask(raw["relevant"]).reshape(bsz, t * p)
     for ratio in map(float, _RATIOS.value):
-      keep = select(features, budget(t * p, ratio))
-      pred = np.asarray(answer(llm.params, visual.reshape(bsz, t * p, d), keep, text))
+      keep = policy.select(features, budget(t * p, ratio))
+      pred = np.asarray(answer(llm.params, visual.reshape(bsz, t * p, d), keep, text,
+                               position_mode=policy.position_mode))
       on_target = np.take_along_axis(target, np.asarray(keep), axis=1).any(axis=1)
       for qtype, ok, cov in zip(raw["question_type"], pred == b["answer"], on_target):
         hits.setdefault(str(qtype), {}).setdefault(ratio, []).append(bool(ok))

@@ -8,6 +8,8 @@ cached) is the frozen LLM; the policy keeps 10% of the 128 visual tokens of each
 """
 import ml_collections
 
+from score_jax.data.lossy_video import LossySettings
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -40,7 +42,9 @@ def get_config():
   c.rl = ml_collections.ConfigDict()
   c.rl.ratio = 0.1
   c.rl.group_size = 8
-  c.rl.sampler = "gumbel_topk"       # "gumbel_topk" (exactly k) | "bernoulli" (at most k)
+  c.rl.sampler = "gumbel_topk"       # "gumbel_topk" (exactly k) | "bernoulli" (keep/drop, at most k: adaptive)
+  c.rl.budget = 0.0                  # bernoulli: target mean retention (0: rl.ratio); rl.ratio is then the cap
+  c.rl.comp_reward = "sparsity"      # "sparsity" (1 - kept) | "budget_hinge" | "budget_abs" (rl/rewards.py)
   c.rl.logprob = "plackett_luce"     # "plackett_luce" | "cheap_set" | "bernoulli" | "per_token"
   c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
   c.rl.task_reward = "correct+margin"  # "correct" | "margin" | "correct+margin" (BUILD_NOTES.md)
@@ -70,6 +74,12 @@ def get_config():
   c.data.cache_batch_size = 4        # videos per vision-tower call while building the cache
   c.data.decode_threads = 2          # PyAV decoding threads while building the cache
   c.data.strict = False              # True: a bad sample is an error instead of a skipped warning
+  # H.264 round trip of generated videos (score_jax/data/lossy_video.py): per video a crf and an encoded size
+  # are drawn from these; `lossy_fraction` of the stage-2 ("video") training videos are encoded, and the
+  # "h264" held-out set encodes every held-out video.
+  c.data.lossy_crf = LossySettings.crf
+  c.data.lossy_sizes = LossySettings.sizes
+  c.data.lossy_fraction = 0.0
 
   c.checkpoint_every = 50
   c.keep_checkpoints = 2
@@ -78,7 +88,9 @@ def get_config():
 
   c.eval = ml_collections.ConfigDict()
   c.eval.source = "world"  # or "jsonl": config.data.eval_file (feature cache when built)
-  c.eval.samples = 256
+  c.eval.samples = 1024
+  c.eval.start = 0                   # first held-out index: --config.eval.start=1024 draws a disjoint set
+  c.eval.sets = ("clean", "h264")    # world held-out sets: as generated, and through H.264 (data.lossy_*)
   c.eval.batch_size = 32
   c.eval.ratios = (1.0, 0.25, 0.1)
   c.eval.methods = ("policy", "uniform_pool", "random", "residual", "oracle")

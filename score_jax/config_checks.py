@@ -12,6 +12,7 @@ NEEDS_WORLD = ("oracle",)
 DATA_KINDS = ("pseudo", "video", "jsonl")
 EVAL_SOURCES = ("world", "jsonl")
 MODEL_KINDS = ("embedded", "hf")
+EVAL_SETS = ("clean", "h264")
 
 
 def parse_curriculum(spec: str) -> list[tuple[str, int]]:
@@ -104,6 +105,11 @@ def check_eval_config(config, with_lists: bool = True) -> str:
     raise ValueError(f"config.eval.samples={config.eval.samples!r} must be >= 0 (0: all of the eval file).")
   if source == "world" and config.eval.samples < 1:
     raise ValueError("config.eval.samples must be >= 1 with config.eval.source='world'.")
+  sets = tuple(config.eval.get("sets", ("clean",)))
+  if source == "world" and (not sets or any(x not in EVAL_SETS for x in sets) or len(set(sets)) != len(sets)):
+    raise ValueError(f"config.eval.sets={sets!r}: name each of {EVAL_SETS} at most once.")
+  if config.eval.get("start", 0) < 0:
+    raise ValueError(f"config.eval.start={config.eval.start} must be >= 0.")
   return source
 
 

@@ -138,12 +138,7 @@ def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | No
     name, path = split_checkpoint_arg(arg)
     run_config, select = load_policy(path, llm)
     policies[name or run_config.method] = select
-  results = evaluation.evaluate_methods(llm, lambda: train_lib.heldout_batches(config, llm), ratios,
-                                        baselines, policies, config.eval.random_seeds, config.seed)
-  names = list(policies) + baselines
-  table = evaluation.format_table(results, ratios, names)
-  print(table)
-  evaluation.write_reports(results, ratios, names, out)
+  results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)
   print(f"Reports written to {out}")
   return results
 

@@ -12,6 +12,7 @@ prefill latency at each budget, which every selector shares.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import time
@@ -24,9 +25,12 @@ import numpy as np
 from score_jax.compress.baselines import get_selector
 from score_jax.compress.baselines.uniform_pool import uniform_pool
 from score_jax.compress.selection import budget
+from score_jax.methods.keep_policy import as_keep_policy
 from score_jax.models import prefill
 
 POOLERS: dict[str, Callable] = {"uniform_pool": uniform_pool}
+ADAPTIVE = " (adaptive)"   # suffix of an adaptive policy's row: its own budget per video
+ADAPTIVE_KEY = "adaptive"  # the "ratio" of that row's result: results[(name + ADAPTIVE, ADAPTIVE_KEY)]
 
 
 TEXT_KEYS = ("prefix", "suffix", "suffix_len", "option_ids")  # the prompt side of a batch
@@ -38,11 +42,12 @@ def text_inputs(batch: dict) -> dict:
 
 
 def answer_fn(llm):
-  """Jitted `answer(params, visual [B, N, d], keep [B, k], text) -> predicted option [B]`."""
-  @jax.jit
-  def answer(params, visual, keep, batch):
+  """Jitted `answer(params, visual [B, N, d], keep [B, k], text, valid=None, position_mode="original")
+  -> predicted option [B]` (`valid` [B, k] masks padded slots of a variable-size keep set)."""
+  @functools.partial(jax.jit, static_argnames=("position_mode",))
+  def answer(params, visual, keep, batch, valid=None, position_mode="original"):
     logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
-                                    batch["suffix_len"])
+                                    batch["suffix_len"], keep_valid=valid, position_mode=position_mode)
     return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids)), -1)
   return answer
 
@@ -82,7 +87,9 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   compiled: dict = {}
   _timed = _Timer()
   hits: dict = {}
+  retention: dict = {}
   latency: dict = {}
+  policies = {name: as_keep_policy(p) for name, p in policies.items()}
   prefill_s: dict = {}
   total = 0
   for i, b in enumerate(batches()):
@@ -97,23 +104,33 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
     ans = np.asarray(b["answer"])
     total += bsz
 
-    def run(name, ratio, keep, tokens=flat):
-      pred, dt = _timed(("prefill", ratio, tokens.shape), answer, llm.params, tokens, keep, text)
-      prefill_s.setdefault(ratio, []).append(dt)
+    def run(name, ratio, keep, tokens=flat, valid=None, position_mode="original"):
+      pred, dt = _timed(("prefill", ratio, tokens.shape, valid is None, position_mode),
+                        functools.partial(answer, valid=valid, position_mode=position_mode), llm.params, tokens,
+                        keep, text)
+      if valid is None:
+        prefill_s.setdefault(ratio, []).append(dt)
       return int((np.asarray(pred) == ans).sum())
 
     def add(name, ratio, value):
       hits[(name, ratio)] = hits.get((name, ratio), 0) + value
 
+    for name, pol in policies.items():
+      if pol.adaptive is not None:
+        (keep, valid), dt = _timed((name, "adaptive"), pol.adaptive, features, n)
+        latency.setdefault(name + ADAPTIVE, []).append(dt)
+        add(name + ADAPTIVE, ADAPTIVE_KEY, run(name, ADAPTIVE_KEY, keep, valid=valid,
+                                               position_mode=pol.position_mode))
+        retention.setdefault(name + ADAPTIVE, []).extend((np.asarray(valid).sum(-1) / n).tolist())
     for ratio in ratios:
       if ratio >= 1.0:
         add("full", 1.0, run("full", 1.0, prefill.all_keep_indices(bsz, n)))
         continue
       k = budget(n, ratio)
-      for name, select in policies.items():
-        keep, dt = _timed((name, k), select, features, k)
+      for name, pol in policies.items():
+        keep, dt = _timed((name, k), pol.select, features, k)
         latency.setdefault(name, []).append(dt)
-        add(name, ratio, run(name, ratio, keep))
+        add(name, ratio, run(name, ratio, keep, position_mode=pol.position_mode))
       for name in baselines:
         if name in POOLERS:
           if name not in compiled:
@@ -134,6 +151,7 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   results["_latency"] = {m: float(np.median(v)) for m, v in latency.items()}
   results["_prefill"] = {r: float(np.median(v)) for r, v in prefill_s.items()}
   results["_samples"] = total
+  results["_retention"] = {m: (float(np.mean(v)), float(np.std(v))) for m, v in retention.items()}
   return results
 
 
@@ -147,12 +165,15 @@ def format_table(results: dict, ratios, methods) -> str:
   if full is not None:
     lines.insert(0, f"Full-token accuracy: {full:.3f} on {results['_samples']} held-out samples\n")
   for m in methods:
-    cells = []
-    for r in cols:
-      acc = results.get((m, r))
-      cells.append("-" if acc is None else f"{acc:.3f}" + (f" ({acc / full:.0%})" if full else ""))
+    cells = [_cell(results, m, r) for r in cols]
     ms = f"{1e3 * lat[m]:.1f}" if m in lat else "-"
     lines.append(f"| {m} | " + " | ".join(cells) + f" | {ms} |")
+  adaptive = results.get("_retention", {})
+  if adaptive:
+    lines += ["\nAdaptive budgets (each video keeps the policy's own number of tokens, under the training cap):",
+              "| method | accuracy | kept (mean ± std over samples) |", "|---|---|---|"]
+    for m, (mean, std) in adaptive.items():
+      lines.append(f"| {m} | {_cell(results, m, ADAPTIVE_KEY)} | {mean:.1%} ± {std:.1%} |")
   pre = results.get("_prefill", {})
   if pre:
     lines.append("\nPrefill ms/batch: " + ", ".join(f"{r:.0%}: {1e3 * v:.1f}" for r, v in sorted(pre.items())))
@@ -164,53 +185,107 @@ def results_to_json(results: dict) -> dict:
   out["latency_s"] = results.get("_latency", {})
   out["prefill_s"] = {str(r): v for r, v in results.get("_prefill", {}).items()}
   out["samples"] = results.get("_samples", 0)
+  out["retention"] = {m: {"mean": v[0], "std": v[1]} for m, v in results.get("_retention", {}).items()}
   return out
 
 
 REPORT_FILES = ("eval.md", "eval.csv", "eval.json", "eval.png")
 
 
-def write_reports(results: dict, ratios, methods, out_dir: str, plot: bool = True) -> list[str]:
-  """eval.md, eval.csv (method, ratio, accuracy, relative, selection_s), eval.json and eval.png."""
+def _cell(results: dict, m: str, r) -> str:
+  full, acc = results.get(("full", 1.0)), results.get((m, r))
+  return "-" if acc is None else f"{acc:.3f}" + (f" ({acc / full:.0%})" if full else "")
+
+
+def format_side_by_side(results_by_set: dict, ratios, methods) -> str:
+  """One row per method, a column per (held-out set, ratio); adaptive rows give accuracy @ mean kept."""
+  cols = [r for r in ratios if r < 1.0]
+  sets = list(results_by_set)
+  head = [f"{s} {r:.0%}" for s in sets for r in cols]
+  lines = ["| method | " + " | ".join(f"{s} full" for s in sets) + " | " + " | ".join(head) + " |",
+           "|---|" + "---|" * (len(sets) + len(head))]
+  fulls = [_cell(results_by_set[s], "full", 1.0) for s in sets]
+  for m in methods:
+    lines.append(f"| {m} | " + " | ".join("" for _ in sets) + " | "
+                 + " | ".join(_cell(results_by_set[s], m, r) for s in sets for r in cols) + " |")
+  lines.insert(2, "| full | " + " | ".join(fulls) + " | " + " | ".join("" for _ in head) + " |")
+  adaptive = list(results_by_set[sets[0]].get("_retention", {}))
+  if adaptive:
+    lines += ["", "| adaptive policy | " + " | ".join(f"{s}: accuracy at kept (mean ± std)" for s in sets) + " |",
+              "|---|" + "---|" * len(sets)]
+    for m in adaptive:
+      cells = []
+      for s in sets:
+        mean, std = results_by_set[s]["_retention"][m]
+        cells.append(_cell(results_by_set[s], m, ADAPTIVE_KEY) + f" at {mean:.1%} ± {std:.1%}")
+      lines.append(f"| {m} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def format_report(results_by_set: dict, ratios, methods) -> str:
+  """The table of one held-out set, or the sets side by side followed by each set's own table."""
+  if len(results_by_set) == 1:
+    return format_table(next(iter(results_by_set.values())), ratios, methods)
+  parts = ["Held-out sets side by side (accuracy, and % of that set's full-token accuracy):\n",
+           format_side_by_side(results_by_set, ratios, methods)]
+  for name, results in results_by_set.items():
+    parts += [f"\n### {name}\n", format_table(results, ratios, methods)]
+  return "\n".join(parts)
+
+
+def write_reports(results_by_set: dict, ratios, methods, out_dir: str, plot: bool = True) -> list[str]:
+  """eval.md, eval.csv (set, method, ratio, accuracy, relative, selection_s), eval.json ({set: ...})
+  and eval.png, for results {held-out set name: evaluate_methods(...)}."""
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"eval.{ext}") for ext in ("md", "csv", "json")]
   with open(paths[0], "w") as f:
-    f.write(format_table(results, ratios, methods) + "\n")
-  full = results.get(("full", 1.0))
-  lat = results.get("_latency", {})
+    f.write(format_report(results_by_set, ratios, methods) + "\n")
   with open(paths[1], "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["method", "retention", "accuracy", "relative_to_full", "selection_s_per_batch"])
-    if full is not None:
-      w.writerow(["full", 1.0, f"{full:.4f}", "1.0000", ""])
-    for m in methods:
-      for r in ratios:
-        if (m, r) in results:
-          acc = results[(m, r)]
-          w.writerow([m, r, f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
+    w.writerow(["set", "method", "retention", "accuracy", "relative_to_full", "selection_s_per_batch"])
+    for name, results in results_by_set.items():
+      full = results.get(("full", 1.0))
+      lat = results.get("_latency", {})
+      if full is not None:
+        w.writerow([name, "full", 1.0, f"{full:.4f}", "1.0000", ""])
+      for m in methods:
+        for r in ratios:
+          if (m, r) in results:
+            acc = results[(m, r)]
+            w.writerow([name, m, r, f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
+      for m, (mean, _) in results.get("_retention", {}).items():
+        acc = results[(m, ADAPTIVE_KEY)]
+        w.writerow([name, m, f"{mean:.4f}", f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
   with open(paths[2], "w") as f:
-    json.dump(results_to_json(results), f, indent=2)
+    json.dump({name: results_to_json(r) for name, r in results_by_set.items()}, f, indent=2)
   if plot:
-    paths.append(plot_accuracy(results, ratios, methods, os.path.join(out_dir, "eval.png")))
+    paths.append(plot_accuracy(results_by_set, ratios, methods, os.path.join(out_dir, "eval.png")))
   return paths
 
 
-def plot_accuracy(results: dict, ratios, methods, path: str) -> str:
-  """Accuracy versus retention, one line per method, full-token accuracy as a dashed line."""
+def plot_accuracy(results_by_set: dict, ratios, methods, path: str) -> str:
+  """Accuracy versus retention, one line per method (dashed for every held-out set after the first),
+  adaptive policies as points with the spread of their retention, full-token accuracy as a line."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   cols = sorted(r for r in ratios if r < 1.0)
   fig, ax = plt.subplots(figsize=(6, 4))
-  for m in methods:
-    ys = [results.get((m, r)) for r in cols]
-    if any(y is not None for y in ys):
-      ax.plot([100 * r for r in cols], [np.nan if y is None else y for y in ys], marker="o", label=m)
-  if ("full", 1.0) in results:
-    ax.axhline(results[("full", 1.0)], color="k", linestyle="--", label="all tokens")
+  for i, (name, results) in enumerate(results_by_set.items()):
+    style = "-" if i == 0 else "--"
+    suffix = f" [{name}]" if len(results_by_set) > 1 else ""
+    for j, m in enumerate(methods):
+      ys = [results.get((m, r)) for r in cols]
+      if any(y is not None for y in ys):
+        ax.plot([100 * r for r in cols], [np.nan if y is None else y for y in ys], style, marker="o",
+                color=f"C{j}", label=m + suffix)
+    for m, (mean, std) in results.get("_retention", {}).items():
+      ax.errorbar([100 * mean], [results[(m, ADAPTIVE_KEY)]], xerr=[100 * std], fmt="s", capsize=3, label=m + suffix)
+    if ("full", 1.0) in results:
+      ax.axhline(results[("full", 1.0)], color="k", linestyle=style, label="all tokens" + suffix)
   ax.set_xlabel("visual tokens kept (%)")
   ax.set_ylabel("accuracy")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

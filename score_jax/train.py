@@ -29,6 +29,7 @@ from ml_collections import config_flags
 from score_jax import cache, checkpointing, config_checks, distributed, evaluation, interrupts, run_ledger
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache
+from score_jax.data.lossy_video import LossySettings
 from score_jax.data.pipeline import Head, WorldSource, make_iterator
 from score_jax.embedded.batches import encode_grain_batch, encode_text
 from score_jax.embedded.world_text import WORLD
@@ -84,8 +85,10 @@ def train_source(config, kind: str, llm):
   if kind == "jsonl":
     return cache.open_source(config, "train", strict=config.data.get("strict", False),
                              max_options=llm.num_options)
+  fraction = config.data.get("lossy_fraction", 0.0) if kind == "video" else 0.0
   return WorldSource(WORLD, kind=kind, split="train", size=config.data.train_size,
-                     pseudo_video_mode=config.data.pseudo_video_mode)
+                     pseudo_video_mode=config.data.pseudo_video_mode,
+                     lossy=lossy_settings(config, fraction) if fraction else None)
 
 
 def model_inputs(batch: dict, llm, preprocess=None) -> dict:
@@ -96,10 +99,20 @@ def model_inputs(batch: dict, llm, preprocess=None) -> dict:
   return encode_grain_batch(batch, llm.prompts, llm.suffix_len)
 
 
-def heldout_batches(config, llm):
-  """Model-ready held-out batches: the generated world's held-out videos (`config.eval.samples` of
-  them) or, with `config.eval.source="jsonl"`, `config.data.eval_file` (its first `config.eval.samples`;
-  0: all)."""
+def lossy_settings(config, fraction: float = 1.0) -> LossySettings:
+  """The H.264 round trip of the generated world (`config.data.lossy_crf`, `config.data.lossy_sizes`)."""
+  return LossySettings(tuple(config.data.lossy_crf), tuple(config.data.lossy_sizes), fraction)
+
+
+def eval_sets(config) -> tuple[str, ...]:
+  """Names of the held-out sets: `config.eval.sets` of the generated world, or ("jsonl",)."""
+  return ("jsonl",) if config_checks.eval_source_kind(config) == "jsonl" else tuple(config.eval.sets)
+
+
+def heldout_batches(config, llm, eval_set: str = "clean"):
+  """Model-ready held-out batches: the generated world's held-out videos `config.eval.start` ...
+  `start + samples - 1` (set "clean", or "h264": the same videos after an H.264 round trip), or with
+  `config.eval.source="jsonl"`, `config.data.eval_file` (its first `config.eval.samples`; 0: all)."""
   preprocess = None
   if config_checks.eval_source_kind(config) == "jsonl":
     src = cache.open_source(config, "eval", strict=config.data.get("strict", False), max_options=llm.num_options)
@@ -107,7 +120,8 @@ def heldout_batches(config, llm):
       preprocess = cache.preprocess_settings(config)
     src = Head(src, config.eval.samples) if config.eval.samples else src
   else:
-    src = WorldSource(WORLD, kind="video", split="heldout", size=config.eval.samples)
+    src = WorldSource(WORLD, kind="video", split="heldout", size=config.eval.samples,
+                      start=config.eval.get("start", 0), lossy=lossy_settings(config) if eval_set == "h264" else None)
   it = make_iterator(src, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
                      num_threads=config.data.get("num_threads", 2))
   for b in it:
@@ -194,6 +208,8 @@ def train(config, allow_changes=()) -> dict:
           for k, v in m.items():
             writer.add_scalar(f"train/{k}", v, step + 1)
           writer.add_scalar("train/stage", si, step + 1)
+          if "kept_fraction" in m:  # per stage kind, to see the budget move between curriculum stages
+            writer.add_scalar(f"train/kept_fraction_{stages[si][0]}", m["kept_fraction"], step + 1)
           bar.set_postfix(stage=stages[si][0], acc=f"{m['accuracy']:.2f}", loss=f"{m['loss']:.3f}")
         stop_now = stop.requested_anywhere()
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == total or stop_now:
@@ -218,25 +234,32 @@ def train(config, allow_changes=()) -> dict:
   if config.eval.at_end and nproc > 1:
     logging.info("Multi-process run: evaluate with `python -m score_jax.eval` on one host.")
   elif config.eval.at_end:
-    results = run_eval(config, llm, method.keep_fn(config, policy, state.params))
-    out["eval"] = results
-    for key, v in evaluation.results_to_json(results).items():
-      if isinstance(v, float):
-        writer.add_scalar(f"eval/{key.replace('@', '_at_')}", v, total)
+    by_set = run_eval(config, llm, method.keep_fn(config, policy, state.params))
+    out["eval"], out["eval_sets"] = next(iter(by_set.values())), by_set
+    for name, results in by_set.items():
+      for key, v in evaluation.results_to_json(results).items():
+        if isinstance(v, float):
+          writer.add_scalar(f"eval_{name}/{key.replace('@', '_at_')}", v, total)
   writer.close()
   return out
 
 
-def run_eval(config, llm, select) -> dict:
-  """Held-out table of the trained policy (named `config.method`) and `config.eval.methods` baselines."""
-  ratios = tuple(config.eval.ratios)
-  baselines = [m for m in config.eval.methods if m != "policy"]
-  results = evaluation.evaluate_methods(llm, lambda: heldout_batches(config, llm), ratios, baselines,
-                                        {config.method: select}, config.eval.random_seeds, config.seed)
-  names = [config.method] + baselines
-  print(evaluation.format_table(results, ratios, names))
-  evaluation.write_reports(results, ratios, names, config.workdir)
+def evaluate_and_report(config, llm, policies: dict, baselines, ratios, out_dir: str) -> dict:
+  """Every held-out set of `eval_sets(config)`: {set: results}; prints the report, writes it to `out_dir`."""
+  results = {name: evaluation.evaluate_methods(llm, functools.partial(heldout_batches, config, llm, name),
+                                               ratios, baselines, policies, config.eval.random_seeds, config.seed)
+             for name in eval_sets(config)}
+  names = list(policies) + list(baselines)
+  print(evaluation.format_report(results, ratios, names))
+  evaluation.write_reports(results, ratios, names, out_dir)
   return results
+
+
+def run_eval(config, llm, select) -> dict:
+  """Held-out report of the trained policy (named `config.method`) and `config.eval.methods` baselines."""
+  return evaluate_and_report(config, llm, {config.method: select},
+                             [m for m in config.eval.methods if m != "policy"], tuple(config.eval.ratios),
+                             config.workdir)
 
 
 class _NoWriter:

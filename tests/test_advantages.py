@@ -4,11 +4,13 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from score_jax.rl import advantages as adv_lib
-from score_jax.rl.advantages import get_advantage, group_normalize, register_advantage, token_advantages
+from score_jax.rl.advantages import (get_advantage, group_normalize, register_advantage, split_advantage,
+                                     token_advantages)
 
 EPS = 1e-6
 TASK = np.array([[1.0, 1.0, 0.0, 0.0]], np.float32)
@@ -93,3 +95,31 @@ def test_registry_and_jit():
   out = f(rewards, rewards)
   assert out.shape == (3, 8)
   np.testing.assert_allclose(out, get_advantage("split")(rewards, rewards), rtol=1e-5)
+
+
+def test_split_compression_term_changes_the_gradient_only_when_kept_counts_differ():
+  """All rollouts right: the task term is zero, so the update comes from the compression term alone;
+  it is non-zero iff the group's kept counts differ (fewer kept -> those masks made more likely)."""
+  import jax
+  from score_jax.rl import rewards
+  from score_jax.rl.losses import policy_loss
+  from score_jax.rl.sampling import MaskSample, mask_logprob
+
+  n = 6
+  logits = jnp.zeros((1, n))
+
+  def grad_for(masks):
+    masks = jnp.asarray(masks, bool)[None]
+    sample = MaskSample(jnp.zeros((1, 4, n), jnp.int32), jnp.zeros((1, 4, n), jnp.int32), masks, masks)
+    task = jnp.ones((1, 4))
+    adv = split_advantage(task, rewards.compression_reward(masks, n), comp_weight=0.5)
+    logp_old = mask_logprob(logits, sample, "bernoulli")
+    loss_fn = lambda l: policy_loss(mask_logprob(l, sample, "bernoulli"), logp_old, adv)[0]  # noqa: E731
+    return np.asarray(jax.grad(loss_fn)(logits))
+
+  same = [[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1], [1, 0, 0, 0, 0, 1]]
+  differ = [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]]
+  np.testing.assert_allclose(grad_for(same), 0.0, atol=1e-7)
+  g = grad_for(differ)
+  assert np.abs(g).max() > 1e-3
+  assert g[0, 3] > 0  # token 3 is kept only by the most-keeping mask: gradient descent lowers its logit

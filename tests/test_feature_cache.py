@@ -495,7 +495,7 @@ def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, mon
   resumed.set_state(saved["iterators"][0])
   assert list(next(resumed)["id"]) == list(next(fresh)["id"])
   # The eval command on the same cached eval set, with the policy restored from the run's checkpoint.
-  again = eval_lib.run(config, [str(tmp_path / "run")], methods=[], out=str(tmp_path / "ev"))
+  again = eval_lib.run(config, [str(tmp_path / "run")], methods=[], out=str(tmp_path / "ev"))["jsonl"]
   assert again["_samples"] == 3
   assert [again[k] for k in (("full", 1.0), ("score", 0.25))] == [res[("full", 1.0)], res[("score", 0.25)]]
   assert "| score |" in (tmp_path / "ev" / "eval.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from score_jax.compress.selection import budget, indices_to_mask, per_frame_topk_indices, topk_indices
@@ -41,3 +42,14 @@ def test_budget_rounding():
 def test_jit():
   f = jax.jit(functools.partial(topk_indices, k=2))
   np.testing.assert_array_equal(f(np.array([[3.0, 1.0, 2.0]])), [[0, 2]])
+
+
+def test_variable_topk_keeps_the_best_count_per_row_under_the_cap():
+  from score_jax.compress.selection import expected_count, variable_topk
+  scores = jnp.array([[0.1, 5.0, -1.0, 3.0, 4.0, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+  idx, valid = variable_topk(scores, jnp.array([2, 9]), 3)
+  np.testing.assert_array_equal(np.asarray(valid), [[True, True, False], [True, True, True]])
+  np.testing.assert_array_equal(np.asarray(idx), [[1, 4, 0], [3, 4, 5]])  # ascending, then padding 0
+  logits = jnp.log(jnp.array([[0.5, 0.5, 0.5, 0.5], [0.01, 0.01, 0.01, 0.01]]) /
+                   (1 - jnp.array([[0.5, 0.5, 0.5, 0.5], [0.01, 0.01, 0.01, 0.01]])))
+  np.testing.assert_array_equal(np.asarray(expected_count(logits, 3)), [2, 1])  # round(2.0); at least 1

@@ -131,3 +131,60 @@ def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_mo
   blind = np.asarray(blind_option_logprobs(llm.module, llm.params, text["prefix"], text["suffix"],
                                            text["suffix_len"], prefill.choice_ids(text, llm.option_ids)))
   assert (blind.argmax(-1) != batch["answer"]).all()
+
+
+def test_adaptive_score_trains_and_reports_its_own_budget(tiny_embedded_model, tmp_path):
+  """Keep/drop sampling under a cap: the policy starts near its target retention, eval adds an
+  adaptive row whose per-sample retention never exceeds the cap, next to the fixed-ratio rows."""
+  from score_jax import evaluation
+  c = smoke_config(tmp_path, tiny_embedded_model, **{"rl.sampler": "bernoulli", "rl.logprob": "bernoulli",
+                                                     "rl.ratio": 0.25, "rl.budget": 0.1, "rl.group_size": 4})
+  out = train_lib.train(c)
+  name = "score" + evaluation.ADAPTIVE
+  mean, std = out["eval"]["_retention"][name]
+  assert 0.0 < mean <= 0.25 and std >= 0.0
+  assert 0.0 <= out["eval"][(name, evaluation.ADAPTIVE_KEY)] <= 1.0
+  table = (tmp_path / "eval.md").read_text()
+  assert f"| {name} |" in table and "| score |" in table
+  method = get_method(c)
+  policy = method.make_policy(c)
+  llm = load_frozen_llm(c.model, None)
+  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  visual = np.random.default_rng(0).normal(
+      size=(2, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
+  keep = method.keep_fn(c, policy, state.params)
+  idx, valid = keep.adaptive({"visual": visual}, llm.num_frames * llm.cfg.tokens_per_frame)
+  n = llm.num_frames * llm.cfg.tokens_per_frame
+  assert idx.shape[1] == prefill_budget(n, 0.25)
+  assert abs(float(np.asarray(valid).sum(-1).mean()) / n - 0.1) < 0.05  # untrained: about the target
+
+
+def prefill_budget(n, ratio):
+  from score_jax.compress.selection import budget
+  return budget(n, ratio)
+
+
+def test_eval_uses_the_trained_position_mode(tiny_embedded_model, monkeypatch):
+  from score_jax import evaluation
+  c = smoke_config("/unused", tiny_embedded_model, **{"rl.position_mode": "repacked"})
+  method = get_method(c)
+  policy = method.make_policy(c)
+  llm = load_frozen_llm(c.model, None)
+  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  keep = method.keep_fn(c, policy, state.params)
+  assert keep.position_mode == "repacked"
+  seen = []
+  real = evaluation.answer_fn
+
+  def spy(llm_):
+    answer = real(llm_)
+
+    def call(*args, position_mode="original", **kw):
+      seen.append(position_mode)
+      return answer(*args, position_mode=position_mode, **kw)
+    return call
+  monkeypatch.setattr(evaluation, "answer_fn", spy)
+  evaluation.evaluate_methods(llm, lambda: train_lib.heldout_batches(c, llm), (1.0, 0.25), ["random"],
+                              {"score": keep}, 1, 0)
+  # full tokens and the baseline keep original positions; the policy's prefill uses its own
+  assert seen.count("repacked") >= 1 and "original" in seen

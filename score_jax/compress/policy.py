@@ -74,6 +74,7 @@ class ScorePolicy(nn.Module):
   first_frame: str = "zero"
   query_conditioned: bool = False
   dropout: float = 0.0
+  keep_bias: float = 0.0  # initial bias of the keep logit: logit(target retention) for keep/drop sampling
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, question: jnp.ndarray | None = None,
@@ -112,7 +113,7 @@ class ScorePolicy(nn.Module):
       mlp = _MLP(self.hidden, self.mlp_ratio, self.dropout, name="mlp")
       h = h + mlp(nn.LayerNorm(name="ln_mlp")(h), deterministic)
     h = nn.LayerNorm(name="ln_out")(h)
-    logits = nn.Dense(1, name="head")(h)[..., 0]
+    logits = nn.Dense(1, name="head", bias_init=nn.initializers.constant(self.keep_bias))(h)[..., 0]
     return logits.reshape(b, t, p).astype(jnp.float32)
 
 

@@ -28,6 +28,26 @@ def topk_indices(scores: jnp.ndarray, k: int) -> jnp.ndarray:
   return jnp.sort(idx, axis=-1).astype(jnp.int32)
 
 
+def variable_topk(scores: jnp.ndarray, count: jnp.ndarray, k_max: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The `count` (per row, clipped to [0, k_max]) highest-scoring of [..., N] under a static cap.
+
+  Returns (indices int32 [..., k_max], valid bool [..., k_max]): the kept indices in ascending order
+  first, then padding slots (index 0, valid False), the layout prefill's `keep_valid` expects.
+  """
+  n = scores.shape[-1]
+  _, top = jax.lax.top_k(scores, k_max)  # best first
+  keep = jnp.arange(k_max) < jnp.clip(count, 0, k_max)[..., None]
+  key = jnp.sort(jnp.where(keep, top, n), axis=-1).astype(jnp.int32)
+  valid = key < n
+  return jnp.where(valid, key, 0), valid
+
+
+def expected_count(logits: jnp.ndarray, k_max: int) -> jnp.ndarray:
+  """A keep/drop policy's own budget for each row: round(sum of sigmoid(logits)), clipped to [1, k_max]."""
+  return jnp.clip(jnp.round(jnp.sum(jax.nn.sigmoid(logits.astype(jnp.float32)), axis=-1)), 1,
+                  k_max).astype(jnp.int32)
+
+
 def per_frame_topk_indices(scores: jnp.ndarray, k_per_frame: int) -> jnp.ndarray:
   """[B, T, P] scores -> int32 [B, T*k_per_frame] flat indices (t*P + p), sorted ascending."""
   b, t, p = scores.shape

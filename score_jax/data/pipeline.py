@@ -1,7 +1,8 @@
 """grain data sources and iterators over the embedded world (`make_iterator` serves any source).
 
-`WorldSource` is a random-access source: item i is a pure function of (cfg.seed, split, kind, i),
-and train/heldout draw from disjoint seed streams. Items are dicts of numpy arrays so that grain's
+`WorldSource` is a random-access source: item i is a pure function of (cfg.seed, split, kind,
+start + i), and train/heldout draw from disjoint seed streams; with `lossy` its frames pass through a
+real H.264 round trip drawn per item (`lossy_video`), the scene and question unchanged. Items are dicts of numpy arrays so that grain's
 batching stacks them; text is stored as fixed-width numpy unicode (`question` [B], `options` [B, 4],
 `question_type` [B]), which `batch_text` turns back into Python strings.
 """
@@ -12,6 +13,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from score_jax.data.lossy_video import LossySettings, h264_round_trip
 from score_jax.data.pseudo_video import generate_pseudo_video_sample
 from score_jax.data.world import WorldConfig, generate_video_sample
 
@@ -38,11 +40,15 @@ class WorldSource:
   """
 
   def __init__(self, cfg: WorldConfig | None = None, kind: str = "video", split: str = "train",
-               size: int = 10_000, pseudo_video_mode: str = "slideshow"):
+               size: int = 10_000, pseudo_video_mode: str = "slideshow", lossy: LossySettings | None = None,
+               start: int = 0):
     if kind not in KINDS or split not in SPLITS:
       raise ValueError(f"kind must be in {list(KINDS)} and split in {list(SPLITS)}, got {kind!r}, {split!r}.")
+    if start < 0:
+      raise ValueError(f"start={start} must be >= 0.")
     self.cfg = cfg or WorldConfig()
     self.kind, self.split, self.size, self.pseudo_video_mode = kind, split, int(size), pseudo_video_mode
+    self.lossy, self.start = lossy, int(start)
 
   def __len__(self) -> int:
     return self.size
@@ -55,19 +61,25 @@ class WorldSource:
     index = int(index)
     if not 0 <= index < self.size:
       raise IndexError(f"Index {index} out of range for a source of size {self.size}.")
-    rng = self.rng(index)
+    world_index = self.start + index
+    rng = self.rng(world_index)
     if self.kind == "video":
       s = generate_video_sample(self.cfg, rng)
     else:
       s = generate_pseudo_video_sample(self.cfg, rng, self.pseudo_video_mode)
-    return dict(frames=s["frames"], question=_fixed(s["question"], QUESTION_WIDTH),
+    frames = s["frames"]
+    if self.lossy is not None:  # its own RNG stream: the same scene, question and answer as the clean item
+      drawn = self.lossy.draw(np.random.default_rng([self.cfg.seed, SPLITS[self.split], KINDS[self.kind],
+                                                     world_index, 1]))
+      frames = frames if drawn is None else h264_round_trip(frames, *drawn)
+    return dict(frames=frames, question=_fixed(s["question"], QUESTION_WIDTH),
                 options=_fixed(s["options"], OPTION_WIDTH), answer=np.int32(s["answer"]),
                 question_type=_fixed(s["question_type"], TYPE_WIDTH), relevant=s["relevant"],
-                scene_ids=s["scene_ids"], sample_index=np.int64(index))
+                scene_ids=s["scene_ids"], sample_index=np.int64(world_index))
 
   def __repr__(self) -> str:
     return (f"WorldSource(cfg={self.cfg!r}, kind={self.kind!r}, split={self.split!r}, size={self.size}, "
-            f"pseudo_video_mode={self.pseudo_video_mode!r})")
+            f"pseudo_video_mode={self.pseudo_video_mode!r}, lossy={self.lossy!r}, start={self.start})")
 
 
 class Head:

@@ -5,7 +5,8 @@ Each method module provides:
   uses_question(config) -> bool: whether the policy reads question embeddings
   init_state(config, policy, tx, llm, key, mesh=None) -> TrainState
   make_train_step(config, policy, llm, tx, mesh) -> jitted step(state, batch, key, llm_params)
-  keep_fn(config, policy, params) -> select(features, k) -> kept indices [B, k] (inference)
+  keep_fn(config, policy, params) -> a `keep_policy.KeepPolicy`, or plain select(features, k) -> kept
+      indices [B, k] (inference; see `keep_policy.as_keep_policy`)
 """
 from __future__ import annotations
 

@@ -1,19 +1,27 @@
 """SCORE: surprise-augmented state, group-sampled keep masks, split-advantage clipped policy gradient."""
 from __future__ import annotations
 
+import math
+
 import jax
 
 from score_jax.compress.policy import ScorePolicy
+from score_jax.compress.selection import budget
+from score_jax.methods.keep_policy import KeepPolicy
 from score_jax.models import sharding as shd
 from score_jax.rl import train_step as ts
 
 
 def make_policy(config) -> ScorePolicy:
-  p = config.policy
+  """The policy network; a keep/drop (adaptive) policy starts at its target retention: the keep
+  logit's bias is logit(target), so the first rollouts keep about that fraction."""
+  p, s = config.policy, settings(config)
+  bias = float(math.log(s.target / (1.0 - s.target))) if s.adaptive and s.target < 1.0 else 0.0
   return ScorePolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
                      use_residual=p.use_residual, use_surprise_scalar=p.use_surprise_scalar,
                      use_surprise_memory=p.get("use_surprise_memory", False),
-                     first_frame=p.first_frame, query_conditioned=p.get("query_conditioned", False))
+                     first_frame=p.first_frame, query_conditioned=p.get("query_conditioned", False),
+                     keep_bias=bias)
 
 
 def uses_question(config) -> bool:
@@ -36,10 +44,16 @@ def make_train_step(config, policy, llm, tx, mesh):
   return ts.make_train_step(policy, llm.module, tx, settings(config), llm.option_ids, mesh, llm.params)
 
 
-def keep_fn(config, policy, params):
-  del config
+def keep_fn(config, policy, params) -> KeepPolicy:
+  """Inference: `fixed` top-k at any ratio; for a keep/drop policy also `adaptive` (its own budget
+  per video under the training cap `rl.ratio`); positions as the policy was trained (`rl.position_mode`)."""
+  s = settings(config)
 
   def select(features, k):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
-  return select
+
+  def adaptive(features, n):
+    q = [features.get(name) for name in ts.QUESTION_KEYS]
+    return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, s.ratio), *q)
+  return KeepPolicy(select, s.position_mode, adaptive if s.adaptive else None)

@@ -33,3 +33,16 @@ def compression_reward(mask_or_count: jnp.ndarray, n_total: int) -> jnp.ndarray:
 def budget_reward(mask_or_count: jnp.ndarray, n_total: int, target_ratio: float) -> jnp.ndarray:
   """-|kept fraction - target_ratio|: efficiency term for variable-size (bernoulli) masks."""
   return -jnp.abs(kept_fraction(mask_or_count, n_total) - target_ratio)
+
+
+def budget_hinge_reward(mask_or_count: jnp.ndarray, n_total: int, target_ratio: float) -> jnp.ndarray:
+  """1 - max(kept fraction, target_ratio): sparsity pays down to the budget, not below it."""
+  return 1.0 - jnp.maximum(kept_fraction(mask_or_count, n_total), target_ratio)
+
+
+# Compression rewards by name (`rl.comp_reward`): f(mask or count, n_total, budget) -> [...].
+COMP_REWARDS = {
+    "sparsity": lambda m, n, budget: compression_reward(m, n),
+    "budget_hinge": budget_hinge_reward,
+    "budget_abs": budget_reward,
+}

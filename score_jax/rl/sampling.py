@@ -21,7 +21,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from score_jax.compress.selection import indices_to_mask
+from score_jax.compress.selection import indices_to_mask, variable_topk
 
 
 @flax.struct.dataclass
@@ -50,13 +50,9 @@ def bernoulli_sample(key: jax.Array, logits: jnp.ndarray, k_max: int) -> MaskSam
   `indices` holds the kept tokens in ascending order, then padding with index 0 (valid=False).
   """
   logits = logits.astype(jnp.float32)
-  n = logits.shape[-1]
   z = logits + jax.random.logistic(key, logits.shape, jnp.float32)
-  top_z, top_idx = jax.lax.top_k(jnp.where(z > 0, z, -jnp.inf), k_max)
-  sort_key = jnp.sort(jnp.where(top_z > 0, top_idx, n), axis=-1).astype(jnp.int32)
-  valid = sort_key < n
-  indices = jnp.where(valid, sort_key, 0)
-  mask = indices_to_mask(indices, n, valid)
+  indices, valid = variable_topk(z, jnp.sum(z > 0, axis=-1), k_max)
+  mask = indices_to_mask(indices, logits.shape[-1], valid)
   return MaskSample(indices, indices, mask, valid)
 
 

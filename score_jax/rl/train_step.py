@@ -22,6 +22,7 @@ import optax
 
 from score_jax.compress.selection import budget
 from score_jax.models import sharding as shd
+from score_jax.models.prefill import POSITION_MODES
 from score_jax.rl import advantages as adv_lib
 from score_jax.rl import rewards as rew
 from score_jax.rl.losses import policy_loss, token_entropy
@@ -54,10 +55,16 @@ class RLSettings:
   entropy_coef: float = 0.0
   ppo_epochs: int = 1
   position_mode: str = "original"
+  budget: float = 0.0           # target mean retention of a variable-size sampler (0: rl.ratio)
+  comp_reward: str = "sparsity"  # rewards.COMP_REWARDS
 
   def __post_init__(self):
     if not 0.0 < self.ratio <= 1.0:
       raise ValueError(f"rl.ratio={self.ratio} must be in (0, 1].")
+    if not 0.0 <= self.budget <= self.ratio:
+      raise ValueError(f"rl.budget={self.budget} must be in [0, rl.ratio={self.ratio}] (the cap).")
+    if self.comp_reward not in rew.COMP_REWARDS:
+      raise ValueError(f"rl.comp_reward={self.comp_reward!r}; expected one of {sorted(rew.COMP_REWARDS)}.")
     if self.group_size < 2:
       raise ValueError(f"rl.group_size={self.group_size} must be at least 2 (group advantages).")
     if self.sampler not in SAMPLERS:
@@ -75,6 +82,18 @@ class RLSettings:
       raise ValueError(f"rl.entropy_coef={self.entropy_coef} must be >= 0.")
     if self.ppo_epochs < 1:
       raise ValueError(f"rl.ppo_epochs={self.ppo_epochs} must be >= 1.")
+    if self.position_mode not in POSITION_MODES:
+      raise ValueError(f"rl.position_mode={self.position_mode!r}; expected one of {POSITION_MODES}.")
+
+  @property
+  def adaptive(self) -> bool:
+    """Whether the number of kept tokens varies (within a group and at inference)."""
+    return self.sampler == "bernoulli"
+
+  @property
+  def target(self) -> float:
+    """The mean retention aimed at: `budget`, else the cap `ratio`."""
+    return self.budget or self.ratio
 
 
 def task_reward(kind: str, option_logp: jnp.ndarray, answer: jnp.ndarray) -> jnp.ndarray:
@@ -122,7 +141,7 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     answer = batch["answer"][:, None]
     correct = rew.mc_correct(option_logp, answer)
     r_task = task_reward(s.task_reward, option_logp, answer)
-    r_comp = rew.compression_reward(masks.mask, n)
+    r_comp = rew.COMP_REWARDS[s.comp_reward](masks.mask, n, s.target)
     adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=s.comp_weight)
     if s.logprob == "per_token":
       adv = adv_lib.token_advantages(adv, masks.mask)
@@ -186,3 +205,14 @@ def policy_keep_indices(policy, params, visual: jnp.ndarray, k: int, question=No
   """Deterministic inference: the k highest-scoring tokens, in temporal order. [B, k]."""
   from score_jax.compress.selection import topk_indices
   return topk_indices(policy_logits(policy, params, visual, question, question_mask), k)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, question=None,
+                         question_mask=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Adaptive inference of a keep/drop (Bernoulli) policy: each video keeps its own expected number of
+  tokens, round(sum sigmoid(logits)), at most `k_max`, the highest-scoring ones. Returns
+  (indices [B, k_max], valid [B, k_max]) in the padded layout of `selection.variable_topk`."""
+  from score_jax.compress.selection import expected_count, variable_topk
+  logits = policy_logits(policy, params, visual, question, question_mask)
+  return variable_topk(logits, expected_count(logits, k_max), k_max)

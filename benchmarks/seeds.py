@@ -1,0 +1,43 @@
+"""Train and evaluate one experiment over several seeds; print mean ± std per method and ratio.
+
+    python benchmarks/seeds.py --config=experiments/curriculum.py --seeds=0,1,2 --out=workdirs/seeds_score
+    python benchmarks/seeds.py --config=experiments/curriculum.py --seeds=0,1,2 --out=workdirs/seeds_grpo \
+        --config.rl.advantage=grpo          # an ablation: any --config.x=y applies to every seed
+
+Runs one training at a time (2-core machines: never two at once). Each seed's run lives in
+`<out>/seed_<s>` and resumes like any run; the table is also written to `<out>/seeds.md`.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from score_jax import multi_seed, train as train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds")
+_OUT = flags.DEFINE_string("out", None, "folder for the per-seed workdirs and seeds.md")
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  out = _OUT.value or os.path.join(os.path.dirname(config.workdir) or ".", "seeds")
+  runs = []
+  for seed in map(int, _SEEDS.value):
+    c = config.copy_and_resolve_references()
+    c.seed, c.workdir = seed, multi_seed.seed_workdir(out, seed)
+    if not os.path.exists(os.path.join(c.workdir, "eval.json")):
+      train_lib.train(c)
+    runs.append(multi_seed.read_eval(c.workdir))
+  names = [config.method] + [m for m in config.eval.methods if m != "policy"]
+  table = multi_seed.format_aggregate(multi_seed.aggregate(runs), tuple(config.eval.ratios), names)
+  print(table)
+  with open(os.path.join(out, "seeds.md"), "w") as f:
+    f.write(table + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,69 @@
+"""Several training seeds of one experiment, reported as mean ± std per method, ratio and held-out set.
+
+    python benchmarks/seeds.py --config=experiments/curriculum.py --seeds=0,1,2 --out=workdirs/seeds
+
+Each seed trains in `<out>/seed_<s>` through the ordinary `train` path (so each run resumes, and a
+finished one is reused as is) and evaluates there; `aggregate` combines the runs' `eval.json` files.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def seed_workdir(out: str, seed: int) -> str:
+  return os.path.join(out, f"seed_{seed}")
+
+
+def read_eval(workdir: str) -> dict:
+  """{set: {"method@ratio": accuracy, ...}} of a finished run (eval.json written by train)."""
+  path = os.path.join(workdir, "eval.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: the run in {workdir} has not finished its evaluation.")
+  with open(path) as f:
+    return json.load(f)
+
+
+def aggregate(runs: list[dict]) -> dict:
+  """{set: {"method@ratio": (mean, std, n)}} over runs (std with ddof=0; n = runs holding the key);
+  adaptive rows also get "<method>@kept" from each run's mean retention."""
+  out: dict = {}
+  for run in runs:
+    for name, res in run.items():
+      acc = out.setdefault(name, {})
+      for key, v in res.items():
+        if isinstance(v, float):
+          acc.setdefault(key, []).append(v)
+      for m, r in res.get("retention", {}).items():
+        acc.setdefault(f"{m}@kept", []).append(r["mean"])
+  return {name: {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in acc.items()}
+          for name, acc in out.items()}
+
+
+def format_aggregate(agg: dict, ratios, methods) -> str:
+  """Markdown per held-out set: mean ± std of accuracy over seeds, and % of the full-token mean."""
+  cols = [r for r in ratios if r < 1.0]
+  lines = []
+  for name, table in agg.items():
+    full = table.get("full@1.0")
+    n = full[2] if full else 0
+    lines += [f"### {name} ({n} seeds)\n",
+              f"Full-token accuracy: {full[0]:.3f} ± {full[1]:.3f}\n" if full else "",
+              "| method | " + " | ".join(f"{r:.0%} kept" for r in cols) + " |", "|---|" + "---|" * len(cols)]
+    for m in methods:
+      cells = []
+      for r in cols:
+        v = table.get(f"{m}@{r}")
+        cells.append("-" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}" + (f" ({v[0] / full[0]:.1%})" if full else ""))
+      lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for key in [k for k in table if k.endswith("@adaptive")]:
+      m = key[: -len("@adaptive")]
+      acc, kept = table[key], table.get(f"{m}@kept", (0.0, 0.0, 0))
+      lines.append(f"\n{m}: {acc[0]:.3f} ± {acc[1]:.3f}" + (f" ({acc[0] / full[0]:.1%})" if full else "")
+                   + f" at a mean retention of {kept[0]:.1%} ± {kept[1]:.1%}")
+    lines.append("")
+  return "\n".join(lines)
+
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 
@@ -239,7 +240,8 @@ def train(config, allow_changes=()) -> dict:
     for name, results in by_set.items():
       for key, v in evaluation.results_to_json(results).items():
         if isinstance(v, float):
-          writer.add_scalar(f"eval_{name}/{key.replace('@', '_at_')}", v, total)
+          tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("@", "_at_"))  # TensorBoard's tag alphabet
+          writer.add_scalar(f"eval_{name}/{tag}", v, total)
   writer.close()
   return out
 

@@ -33,11 +33,12 @@ ADAPTIVE = " (adaptive)"   # suffix of an adaptive policy's row: its own budget 
 ADAPTIVE_KEY = "adaptive"  # the "ratio" of that row's result: results[(name + ADAPTIVE, ADAPTIVE_KEY)]
 
 
-TEXT_KEYS = ("prefix", "suffix", "suffix_len", "option_ids")  # the prompt side of a batch
+TEXT_KEYS = ("prefix", "suffix", "suffix_len", "option_ids", "num_options")  # the prompt side of a batch
 
 
 def text_inputs(batch: dict) -> dict:
-  """The entries of `TEXT_KEYS` a model batch has ("option_ids" only in the "option_word" format)."""
+  """The entries of `TEXT_KEYS` a model batch has ("option_ids" only in the "option_word" format,
+  "num_options" only for datasets whose samples have their own option counts)."""
   return {k: batch[k] for k in TEXT_KEYS if k in batch}
 
 
@@ -48,7 +49,8 @@ def answer_fn(llm):
   def answer(params, visual, keep, batch, valid=None, position_mode="original"):
     logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
                                     batch["suffix_len"], keep_valid=valid, position_mode=position_mode)
-    return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids)), -1)
+    return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids),
+                                              batch.get("num_options")), -1)
   return answer
 
 

@@ -192,7 +192,7 @@ def train(config, allow_changes=()) -> dict:
         b = model_inputs(next(iters[si]), llm, preprocess)
         video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
         batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
-                                                                  "answer", "option_ids") if k in b})
+                                                                  "answer", "option_ids", "num_options") if k in b})
         if video == "frames":
           batch["visual"] = llm.encode(llm.params, batch.pop("frames"))
         if with_question:

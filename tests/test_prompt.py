@@ -88,3 +88,16 @@ def test_folder_without_tokenizer_files_is_named(tmp_path):
   (folder / "vocab.json").write_text("{}")
   with pytest.raises(prompt.PromptError, match=r"\(found vocab\.json without merges\.txt\); copy them"):
     prompt.load_tokenizer(str(folder))
+
+
+def test_a_letter_never_shown_can_never_be_the_answer():
+  """Sample 0 has 3 options (A-C) in a 5-letter batch; its LM puts almost all mass on "E"."""
+  import jax.numpy as jnp
+  from score_jax import evaluation
+  from score_jax.models import prefill
+  letters = jnp.array([10, 11, 12, 13, 14])
+  logits = jnp.zeros((2, 20)).at[0, 14].set(9.0).at[0, 11].set(1.0).at[1, 14].set(9.0)
+  logp = prefill.option_logprobs(logits, letters, jnp.array([3, 5]))
+  assert [int(i) for i in jnp.argmax(logp, -1)] == [1, 4]
+  assert bool(jnp.isneginf(logp[0, 3:]).all()) and bool(jnp.isfinite(logp[1]).all())
+  assert "num_options" in evaluation.text_inputs({"prefix": 0, "suffix": 0, "suffix_len": 0, "num_options": 1})

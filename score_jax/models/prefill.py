@@ -85,11 +85,18 @@ def prefill_logits(model: LlavaOnevision, params, visual, keep_idx, prefix_ids, 
   return model.apply({"params": params}, last, method=LlavaOnevision.logits).astype(jnp.float32)
 
 
-def option_logprobs(logits: jnp.ndarray, option_token_ids: jnp.ndarray) -> jnp.ndarray:
-  """Log-probabilities [B, n_options] of each option's answer token (e.g. "A".."D") under the LM."""
+def option_logprobs(logits: jnp.ndarray, option_token_ids: jnp.ndarray,
+                    num_options: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Log-probabilities [B, n_options] of each option's answer token (e.g. "A".."D") under the LM.
+
+  `num_options` [B] (samples with fewer options than the batch's widest): the slots past a sample's
+  own options get -inf, so a letter that was never shown can never be the answer."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   ids = jnp.broadcast_to(option_token_ids, (logits.shape[0],) + option_token_ids.shape[-1:])
-  return jnp.take_along_axis(logp, ids, axis=1)
+  out = jnp.take_along_axis(logp, ids, axis=1)
+  if num_options is None:
+    return out
+  return jnp.where(jnp.arange(out.shape[-1])[None, :] < num_options[:, None], out, -jnp.inf)
 
 
 def choice_ids(batch: dict, letter_ids: jnp.ndarray) -> jnp.ndarray:

@@ -27,4 +27,5 @@ def rollout_option_logprobs(module, llm_params, visual: jnp.ndarray, masks: Mask
   ids = prefill.choice_ids(batch, option_ids)
   if ids.ndim == 2:  # per-sample ids: one row per rollout
     ids = _repeat(ids, g)
-  return prefill.option_logprobs(logits, ids).reshape(b, g, -1)
+  n_opt = batch.get("num_options")
+  return prefill.option_logprobs(logits, ids, None if n_opt is None else _repeat(n_opt, g)).reshape(b, g, -1)

@@ -1,6 +1,5 @@
 """The embedded-model build writes only folders it made, and only whole ones: a foreign folder is
 refused untouched, a crash mid-save leaves the target as it was, a rebuild swaps the folder in."""
-import hashlib
 import json
 import os
 import re
@@ -14,19 +13,9 @@ from score_jax import frozen_llm
 from score_jax.embedded import base_model, world_text
 from score_jax.models import hf_loading, hf_saving
 from score_jax.models.safetensors_io import save_safetensors
+from score_jax.testing.files import tree_digest
 
 TINY = base_model.BaseModelSettings(steps=2, vision_steps=2, batch_size=4, eval_samples=8)
-
-
-def _snapshot(folder):
-  """{relative path: sha256} of every file under `folder`."""
-  out = {}
-  for root, _, names in os.walk(folder):
-    for n in names:
-      path = os.path.join(root, n)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def _fake_hf_folder(folder):
@@ -73,22 +62,22 @@ def test_build_into_a_new_path(built):
 @pytest.mark.parametrize("call", ["ensure_base_model", "build_base_model"])
 def test_hugging_face_folder_is_refused_and_left_byte_identical(tmp_path, call):
   folder = _fake_hf_folder(tmp_path / "downloaded")
-  before = _snapshot(folder)
+  before = tree_digest(folder)
   with pytest.raises(base_model.BuildFolderError,
                      match=re.escape(repr(folder)) + r".*no build_info\.json\. It looks like a Hugging Face "
                      r"checkpoint; to use it as the frozen LLM set --config\.model\.kind=hf\."):
     getattr(base_model, call)(folder, TINY, progress=False)
-  assert _snapshot(folder) == before
+  assert tree_digest(folder) == before
   assert os.listdir(tmp_path) == ["downloaded"]
 
 
 def test_embedded_kind_with_a_hugging_face_checkpoint_names_kind_hf(tmp_path):
   folder = _fake_hf_folder(tmp_path / "downloaded")
-  before = _snapshot(folder)
+  before = tree_digest(folder)
   model = ml_collections.ConfigDict({"kind": "embedded", "checkpoint": folder, "dtype": "float32"})
   with pytest.raises(base_model.BuildFolderError, match=r"--config\.model\.kind=hf"):
     frozen_llm.load_frozen_llm(model, mesh=None)
-  assert _snapshot(folder) == before
+  assert tree_digest(folder) == before
 
 
 def test_other_foreign_folder_is_refused_without_the_hf_hint(tmp_path):
@@ -115,11 +104,11 @@ def test_interrupted_build_leaves_no_folder(tmp_path, monkeypatch, no_training):
 
 def test_interrupted_rebuild_keeps_the_earlier_build(tmp_path, monkeypatch, built, no_training):
   folder = shutil.copytree(built[0], tmp_path / "old")
-  before = _snapshot(folder)
+  before = tree_digest(folder)
   monkeypatch.setattr(hf_saving, "save_llava_onevision", _fail_mid_save)
   with pytest.raises(RuntimeError, match="disk full"):
     base_model.build_base_model(str(folder), TINY, progress=False)
-  assert _snapshot(folder) == before
+  assert tree_digest(folder) == before
   assert os.listdir(tmp_path) == ["old"]
 
 
@@ -146,6 +135,6 @@ def test_current_build_is_used_as_is(built, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("rebuilt a current folder")
   monkeypatch.setattr(base_model, "train_base_model", fail)
-  before = _snapshot(built[0])
+  before = tree_digest(built[0])
   assert base_model.ensure_base_model(built[0], TINY, progress=False) == built[0]
-  assert _snapshot(built[0]) == before
+  assert tree_digest(built[0]) == before

@@ -1,5 +1,4 @@
 """Nothing lost, nothing silently wrong: workdir ledger, checkpoint fallback, NaN guard, SIGTERM, kill -9."""
-import hashlib
 import json
 import os
 import random
@@ -20,17 +19,7 @@ from score_jax import eval as eval_lib
 from score_jax import train as train_lib
 from score_jax.methods import score as score_method
 from score_jax.testing.smoke import REPO, experiment_config, smoke_config
-
-
-def tree_digest(folder) -> dict:
-  """{relative path: sha256} of every file under `folder`."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
+from score_jax.testing.files import tree_digest
 
 
 def assert_same_params(a, b):

@@ -17,7 +17,8 @@ def get_config():
   c.workdir = "workdirs/curriculum"
   c.seed = 0
   c.batch_size = 8
-  # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos) or "video".
+  # Comma-separated stages "data:steps"; data is "pseudo" (static pseudo-videos), "video", "jsonl" (real
+  # videos, data.train_file) or "images" (pseudo-videos of real images, data.image_file).
   c.curriculum = "pseudo:1500,video:3700"
 
   c.model = ml_collections.ConfigDict()
@@ -49,6 +50,8 @@ def get_config():
   c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
   c.rl.task_reward = "correct+margin"  # "correct" | "margin" | "correct+margin" (BUILD_NOTES.md)
   c.rl.comp_weight = 0.5
+  c.rl.budget_control = "none"       # bernoulli: "lagrange" adapts comp_weight until mean kept = rl.budget
+  c.rl.budget_lr = 0.05
   c.rl.eps_low = 0.2
   c.rl.eps_high = 0.2
   c.rl.kl_coef = 0.0
@@ -70,6 +73,7 @@ def get_config():
   # config.eval.source="jsonl" reads eval_file; `python -m score_jax.cache` fills cache_dir/{train,eval}.
   c.data.train_file = ""
   c.data.eval_file = ""
+  c.data.image_file = ""             # image QA JSONL (score_jax/data/image_qa_format.py) for "images:N" stages
   c.data.cache_dir = ""
   c.data.cache_batch_size = 4        # videos per vision-tower call while building the cache
   c.data.decode_threads = 2          # PyAV decoding threads while building the cache

@@ -54,7 +54,8 @@ def get_config():
 
   c.data.train_file = "/path/to/train.jsonl"
   c.data.eval_file = "/path/to/eval.jsonl"
-  c.data.cache_dir = "/path/to/feature_cache/llava_ov_7b"  # <cache_dir>/train and <cache_dir>/eval
+  c.data.image_file = ""             # image QA JSONL for a first "images:N" curriculum stage ("": none)
+  c.data.cache_dir = "/path/to/feature_cache/llava_ov_7b"  # <cache_dir>/train, /eval (and /images)
   c.data.cache_batch_size = 8        # videos per vision-tower call while building the cache
   c.data.decode_threads = 8          # PyAV decoding threads while building the cache
   c.data.num_threads = 4             # grain reader threads

@@ -9,14 +9,15 @@ from typing import Sequence
 
 # Baselines that read the generated world's per-token oracle scores (absent from JSONL data).
 NEEDS_WORLD = ("oracle",)
-DATA_KINDS = ("pseudo", "video", "jsonl")
+DATA_KINDS = ("pseudo", "video", "jsonl", "images")
 EVAL_SOURCES = ("world", "jsonl")
 MODEL_KINDS = ("embedded", "hf")
 EVAL_SETS = ("clean", "h264")
 
 
 def parse_curriculum(spec: str) -> list[tuple[str, int]]:
-  """"pseudo:150,video:350" -> [("pseudo", 150), ("video", 350)]; "jsonl:2000" trains on config.data.train_file."""
+  """"pseudo:150,video:350" -> [("pseudo", 150), ("video", 350)]; "jsonl:2000" trains on config.data.train_file,
+  "images:200" on pseudo-videos of config.data.image_file."""
   stages = []
   for part in spec.split(","):
     try:
@@ -88,6 +89,9 @@ def check_model(model_config) -> None:
 def check_data_files(config, stages, source: str) -> None:
   if any(kind == "jsonl" for kind, _ in stages) and not config.data.get("train_file"):
     raise ValueError(f"config.curriculum={config.curriculum!r} has a 'jsonl' stage: set config.data.train_file.")
+  if any(kind == "images" for kind, _ in stages) and not config.data.get("image_file"):
+    raise ValueError(f"config.curriculum={config.curriculum!r} has an 'images' stage: set config.data.image_file "
+                     "(an image QA JSONL file, see score_jax.data.image_qa_format).")
   if source == "jsonl" and not config.data.get("eval_file"):
     raise ValueError("config.eval.source='jsonl' needs config.data.eval_file.")
 

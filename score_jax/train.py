@@ -8,8 +8,9 @@ data iterators' positions; the RNG is derived from (seed, step)), writes TensorB
 
 Curriculum stages "pseudo" and "video" draw from the generated world; "jsonl" reads
 `config.data.train_file` through its feature cache (`python -m score_jax.cache`) when that is
-current, else decodes the videos. `config.eval.source` picks the held-out data: "world" (default) or
-"jsonl" (`config.data.eval_file`, cached likewise).
+current, else decodes the videos; "images" trains on pseudo-videos of the image QA set
+`config.data.image_file` (cached likewise, `score_jax.data.image_feature_cache`). `config.eval.source`
+picks the held-out data: "world" (default) or "jsonl" (`config.data.eval_file`, cached likewise).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from ml_collections import config_flags
 from score_jax import cache, checkpointing, config_checks, distributed, evaluation, interrupts, run_ledger
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache
+from score_jax.data.image_pseudo_video import ImagePseudoVideoSource
 from score_jax.data.lossy_video import LossySettings
 from score_jax.data.pipeline import Head, WorldSource, make_iterator
 from score_jax.embedded.batches import encode_grain_batch, encode_text
@@ -81,11 +83,16 @@ def blind_keep_fn(llm):
   return keep
 
 
+# Sources that yield decoded "frames" (normalised with the checkpoint's preprocessing, then encoded).
+DECODED_SOURCES = (feature_cache.VideoSampleSource, ImagePseudoVideoSource)
+
+
 def train_source(config, kind: str, llm):
-  """The grain source of a curriculum stage: the generated world, or the JSONL training set."""
-  if kind == "jsonl":
-    return cache.open_source(config, "train", strict=config.data.get("strict", False),
-                             max_options=llm.num_options)
+  """The grain source of a curriculum stage: the generated world, the JSONL training set, or pseudo-videos
+  of the image QA set."""
+  if kind in ("jsonl", "images"):
+    return cache.open_source(config, "train" if kind == "jsonl" else cache.IMAGES,
+                             strict=config.data.get("strict", False), max_options=llm.num_options)
   fraction = config.data.get("lossy_fraction", 0.0) if kind == "video" else 0.0
   return WorldSource(WORLD, kind=kind, split="train", size=config.data.train_size,
                      pseudo_video_mode=config.data.pseudo_video_mode,
@@ -95,7 +102,7 @@ def train_source(config, kind: str, llm):
 def model_inputs(batch: dict, llm, preprocess=None) -> dict:
   """A grain batch of any source -> prefix, suffix, suffix_len, answer and either "visual" (feature
   cache: the frozen vision side's output) or normalised "frames" (to run through `llm.encode`)."""
-  if "num_options" in batch:  # a JSONL source (cached or decoded)
+  if "num_options" in batch:  # a JSONL source (videos or images; cached or decoded)
     return feature_cache.model_batch(batch, llm.prompts, llm.suffix_len, preprocess)
   return encode_grain_batch(batch, llm.prompts, llm.suffix_len)
 
@@ -164,7 +171,7 @@ def train(config, allow_changes=()) -> dict:
   logging.info("policy parameters: %d", policy_param_count(state.params))
   keep_fn = blind_keep_fn(llm) if config.get("blind_filter", False) else None
   sources = [train_source(config, kind, llm) for kind, _ in stages]
-  decoded = [s for s in sources if isinstance(s, feature_cache.VideoSampleSource)]
+  decoded = [s for s in sources if isinstance(s, DECODED_SOURCES)]
   preprocess = cache.preprocess_settings(config) if decoded else None
   iters = [make_iterator(src, config.batch_size // nproc, seed=config.seed + i + 1000 * pid,
                          num_threads=config.data.num_threads, keep_fn=keep_fn)

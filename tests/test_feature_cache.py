@@ -280,8 +280,8 @@ def test_cache_command_line_with_nothing_to_build_fails(dataset, model_dir, tmp_
   """Issue 10: no dataset file set, or a split named in --splits without one, exits non-zero saying which keys."""
   out = run_cache_cli(f"--config={cli_config(tmp_path, model_dir, '')}")
   assert out.returncode == 1, out.stderr[-3000:]
-  assert ("error: Nothing to cache: neither config.data.train_file nor config.data.eval_file is set. Set one or "
-          "both to a JSONL dataset file") in out.stderr
+  assert ("error: Nothing to cache: none of config.data.train_file, config.data.eval_file and "
+          "config.data.image_file is set. Set one or more to a JSONL dataset file") in out.stderr
   assert "Traceback" not in out.stderr
   out = run_cache_cli(f"--config={cli_config(tmp_path, model_dir, dataset)}", "--splits=train,eval")
   assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -243,7 +243,7 @@ def test_eval_writes_a_folder_of_its_own_and_never_overwrites(uninterrupted, tin
 @pytest.mark.parametrize("name", ["curriculum", "smoke", "cacovid", "cacovid_smoke", "llava_ov_7b", "llava_ov_0_5b"])
 def test_every_config_carries_the_data_keys(name):
   c = experiment_config(name)
-  for key in ("train_file", "eval_file", "cache_dir", "strict", "cache_batch_size", "decode_threads"):
+  for key in ("train_file", "eval_file", "image_file", "cache_dir", "strict", "cache_batch_size", "decode_threads"):
     assert key in c.data, (name, key)
 
 

@@ -23,6 +23,7 @@ rebuilds the cache (`CACHE_COMMAND`), so a corrupt entry is never silently used.
 new generation file that is flushed into the manifest every `flush_every` entries, so an
 interrupted build resumes where it stopped; files no entry references are deleted. One writer per
 cache folder at a time. A dataset with no usable sample is a `DatasetError`, not an empty cache.
+`build_entries` runs the same build over another format's samples (image QA: `image_feature_cache`).
 """
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ class VisionEncoder:
 class EntrySpec:
   """What one cache entry is computed from."""
   key: str
-  video: str        # absolute path
+  video: str        # absolute path (of the video; of the image in an image cache)
   video_rel: str    # as stored in the manifest
   start: float | None
   end: float | None
@@ -187,13 +188,19 @@ class EntrySpec:
 
 def entry_spec(sample: jf.Sample, root: str, video_hashes: dict | None = None) -> EntrySpec:
   """The cache entry of a sample's (video, window); `video_hashes` memoises video fingerprints."""
-  rel = os.path.relpath(sample.video, root)
-  rel = sample.video if rel.startswith("..") else rel
-  hashes = {} if video_hashes is None else video_hashes
-  if sample.video not in hashes:
-    hashes[sample.video] = _sampled_file_hash(sample.video)
-  return EntrySpec(_entry_key(rel, hashes[sample.video], sample.start, sample.end), sample.video, rel,
-                   sample.start, sample.end)
+  return file_entry_spec(sample.video, root, sample.start, sample.end, video_hashes)
+
+
+def file_entry_spec(path: str, root: str, start: float | None = None, end: float | None = None,
+                    file_hashes: dict | None = None) -> EntrySpec:
+  """The cache entry of a media file (and window): keyed by its path relative to `root` (the dataset
+  file's folder) and its content fingerprint; `file_hashes` memoises the fingerprints."""
+  rel = os.path.relpath(path, root)
+  rel = path if rel.startswith("..") else rel
+  hashes = {} if file_hashes is None else file_hashes
+  if path not in hashes:
+    hashes[path] = _sampled_file_hash(path)
+  return EntrySpec(_entry_key(rel, hashes[path], start, end), path, rel, start, end)
 
 
 def _entry_key(video_rel: str, video_hash: str, start: float | None, end: float | None) -> str:
@@ -340,7 +347,8 @@ def _next_generation(cache_dir: str) -> int:
   return max(gens, default=-1) + 1
 
 
-def _sample_record(s: jf.Sample, key: str) -> dict:
+def cache_record(s, key: str) -> dict:
+  """A sample (`jf.Sample` or any with id, question, options, answer, source) as the manifest lists it."""
   return {"id": s.id, "question": s.question, "options": list(s.options), "answer": s.answer, "entry": key,
           "source": s.source}
 
@@ -356,18 +364,29 @@ def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_f
   skips re-reading existing entries' bytes (their checksums are still checked whenever they are
   read for training or eval).
   """
-  t0 = time.time()
   ds = jf.read_jsonl(dataset_path, strict=strict)
+  root = os.path.dirname(ds.path)
+  return build_entries(ds, cache_dir, encoder, encoder.settings(num_frames),
+                       lambda s, hashes: entry_spec(s, root, hashes),
+                       lambda spec: load_frames(spec, num_frames, encoder.preprocess), vd.VideoDecodeError,
+                       verify=verify, batch_size=batch_size, decode_threads=decode_threads, flush_every=flush_every)
+
+
+def build_entries(ds: jf.JsonlDataset, cache_dir: str, encoder: VisionEncoder, settings: dict, spec_of, load,
+                  load_error: type[Exception], verify: bool = True, batch_size: int = 4, decode_threads: int = 2,
+                  flush_every: int = 256) -> CacheReport:
+  """The build behind `build_cache`, for any read dataset: `spec_of(sample, file_hashes)` is a sample's
+  `EntrySpec`, `load(spec)` its resized uint8 frames [T, S, S, 3]; a `load_error` (with a `.reason` code)
+  skips the entry's samples into `ds.problems`. Same checks, resumption and errors as `build_cache`."""
+  t0 = time.time()
   if not ds.samples:
     raise jf.no_usable_samples(ds.path, ds.problems.counts())
   os.makedirs(cache_dir, exist_ok=True)
-  root = os.path.dirname(ds.path)
-  settings = encoder.settings(num_frames)
   specs: dict[str, EntrySpec] = {}
-  users: dict[str, list[jf.Sample]] = {}
-  video_hashes: dict[str, str] = {}
+  users: dict[str, list] = {}
+  file_hashes: dict[str, str] = {}
   for s in ds.samples:
-    spec = entry_spec(s, root, video_hashes)
+    spec = spec_of(s, file_hashes)
     specs.setdefault(spec.key, spec)
     users.setdefault(spec.key, []).append(s)
 
@@ -425,17 +444,17 @@ def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_f
     if len(writer.pending) >= flush_every:
       flush()
 
-  def load(spec: EntrySpec):
+  def load_one(spec: EntrySpec):
     try:
-      return spec, load_frames(spec, num_frames, encoder.preprocess), None
-    except vd.VideoDecodeError as e:
+      return spec, load(spec), None
+    except load_error as e:
       return spec, None, e
 
   chunk = max(batch_size * 4, decode_threads)
   with concurrent.futures.ThreadPoolExecutor(max(decode_threads, 1)) as pool:
     pending: list[tuple[EntrySpec, np.ndarray]] = []
     for lo in range(0, len(todo), chunk):
-      for spec, frames, err in pool.map(load, todo[lo:lo + chunk]):
+      for spec, frames, err in pool.map(load_one, todo[lo:lo + chunk]):
         if err is not None:
           failed.add(spec.key)
           for s in users[spec.key]:
@@ -449,7 +468,7 @@ def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_f
       encode(pending)
   flush()
 
-  samples = [_sample_record(s, k) for k, ss in users.items() if k not in failed for s in ss]
+  samples = [cache_record(s, k) for k, ss in users.items() if k not in failed for s in ss]
   order = {s.id: i for i, s in enumerate(ds.samples)}
   samples.sort(key=lambda r: order[r["id"]])
   report.samples, report.entries, report.seconds = len(samples), len(entries), time.time() - t0
@@ -502,7 +521,7 @@ def _fixed(strings: Sequence[str], width: int) -> np.ndarray:
   return np.asarray(list(strings), dtype=f"<U{max(width, 1)}")
 
 
-class _TextItems:
+class TextItems:
   """Fixed-width text arrays (same dtype for every item, so grain batches them)."""
 
   def __init__(self, records: Sequence[dict], max_options: int | None = None):
@@ -521,7 +540,7 @@ class _TextItems:
             "id": _fixed([r["id"]], self.id_width)[0]}
 
 
-def _keep_answerable(records: list[dict], max_options: int | None, where: str) -> list[int]:
+def keep_answerable(records: list[dict], max_options: int | None, where: str) -> list[int]:
   """Indices of the records with at most `max_options` options (the letters the model scores); the
   others are dropped with one warning."""
   if not max_options:
@@ -552,12 +571,12 @@ class CachedFeatureSource:
     m = read_manifest(cache_dir)
     self.cache_dir = cache_dir
     self.entries = m["entries"]
-    self.records = [m["samples"][i] for i in _keep_answerable(m["samples"], max_options, cache_dir)]
+    self.records = [m["samples"][i] for i in keep_answerable(m["samples"], max_options, cache_dir)]
     self.num_dropped = len(m["samples"]) - len(self.records)
     self.skipped = dict(collections.Counter(p.get("reason", "?") for p in m.get("skipped", [])))
     self.settings = m["settings"]
     self.verify_reads = verify_reads
-    self.text = _TextItems(self.records, max_options)
+    self.text = TextItems(self.records, max_options)
     self._readers = _Readers(cache_dir)
 
   def __len__(self) -> int:
@@ -601,11 +620,11 @@ class VideoSampleSource:
 
   def __init__(self, samples: Sequence[jf.Sample], num_frames: int, preprocess: PreprocessSettings,
                max_options: int | None = None):
-    records = [_sample_record(s, "") for s in samples]
-    keep = _keep_answerable(records, max_options, "decoded videos")
+    records = [cache_record(s, "") for s in samples]
+    keep = keep_answerable(records, max_options, "decoded videos")
     self.samples, self.records = [samples[i] for i in keep], [records[i] for i in keep]
     self.num_frames, self.preprocess = num_frames, preprocess
-    self.text = _TextItems(self.records, max_options)
+    self.text = TextItems(self.records, max_options)
 
   def __len__(self) -> int:
     return len(self.samples)

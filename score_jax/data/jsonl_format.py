@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 
@@ -132,9 +132,10 @@ def no_usable_samples(path: str, counts: dict[str, int]) -> DatasetError:
 
 @dataclasses.dataclass
 class JsonlDataset:
-  """The valid samples of a JSONL file, the problems found, and the file's content hash."""
+  """The valid samples of a JSONL file (`Sample`s, or another format's, see `read_records`), the problems
+  found, and the file's content hash."""
   path: str
-  samples: list[Sample]
+  samples: list
   problems: ProblemLog
   num_lines: int     # samples seen (valid + skipped)
   sha256: str
@@ -151,7 +152,8 @@ class BadSample(ValueError):
     self.reason, self.sample_id = reason, sample_id
 
 
-def _text(rec: dict, field: str) -> str:
+def text_field(rec: dict, field: str) -> str:
+  """`rec[field]` as non-empty text; `BadSample` (missing_field / bad_field) otherwise."""
   if field not in rec:
     raise BadSample(MISSING_FIELD, f"missing field {field!r}")
   v = rec[field]
@@ -182,20 +184,24 @@ def answer_index(answer: Any, num_options: int) -> int:
 
 
 def resolve_video(video: str, root: str) -> str:
-  """`video` relative to `root` (the JSONL file's folder), or as is if absolute; `~` expanded."""
+  """`video` (any media file's path) relative to `root` (the JSONL file's folder), or as is if absolute;
+  `~` expanded."""
   video = os.path.expanduser(video)
   return os.path.normpath(video if os.path.isabs(video) else os.path.join(root, video))
 
 
-def parse_record(rec: Any, root: str, default_id: str, source: str = "") -> Sample:
-  """Validates one decoded JSON object and returns a `Sample`; raises `BadSample` (with a reason code)."""
+def id_field(rec: Any, default_id: str) -> str:
+  """The record's id (`default_id` when absent); `BadSample` if `rec` is not a JSON object or the id is bad."""
   if not isinstance(rec, dict):
     raise BadSample(BAD_JSON, f"expected a JSON object, got {type(rec).__name__}")
   sid = rec.get("id", default_id)
   if not isinstance(sid, (str, int)) or isinstance(sid, bool) or str(sid) == "":
     raise BadSample(BAD_FIELD, f"field 'id' must be a non-empty string, got {sid!r}")
-  video = _text(rec, "video")
-  question = _text(rec, "question")
+  return str(sid)
+
+
+def options_field(rec: dict) -> tuple[str, ...]:
+  """`rec["options"]`: MIN_OPTIONS to MAX_OPTIONS non-empty strings; `BadSample` otherwise."""
   if "options" not in rec:
     raise BadSample(MISSING_FIELD, "missing field 'options'")
   options = rec["options"]
@@ -203,6 +209,15 @@ def parse_record(rec: Any, root: str, default_id: str, source: str = "") -> Samp
       or not all(isinstance(o, str) and o.strip() for o in options)):
     raise BadSample(BAD_FIELD, f"field 'options' must be a list of {MIN_OPTIONS} to {MAX_OPTIONS} "
                                 f"non-empty strings, got {options!r}")
+  return tuple(options)
+
+
+def parse_record(rec: Any, root: str, default_id: str, source: str = "") -> Sample:
+  """Validates one decoded JSON object and returns a `Sample`; raises `BadSample` (with a reason code)."""
+  sid = id_field(rec, default_id)
+  video = text_field(rec, "video")
+  question = text_field(rec, "question")
+  options = options_field(rec)
   if "answer" not in rec:
     raise BadSample(MISSING_FIELD, "missing field 'answer'")
   answer = answer_index(rec["answer"], len(options))
@@ -210,7 +225,7 @@ def parse_record(rec: Any, root: str, default_id: str, source: str = "") -> Samp
   if start is not None and end is not None and end <= start:
     raise BadSample(BAD_FIELD, f"window end={end} must be after start={start}")
   meta = {k: v for k, v in rec.items() if k not in KNOWN_FIELDS}
-  return Sample(str(sid), resolve_video(video, root), question, tuple(options), answer, start, end, source, meta)
+  return Sample(sid, resolve_video(video, root), question, options, answer, start, end, source, meta)
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -243,33 +258,35 @@ def _text_line(raw: bytes, lineno: int) -> str | None:
   return line if line and not line.startswith("#") else None
 
 
-def _parse_line(line: str, lineno: int, root: str, source: str) -> Sample:
-  """A non-blank line's `Sample`; `BadSample` with the sample's id when known."""
+def _parse_line(line: str, lineno: int, root: str, source: str, parse: Callable) -> Any:
+  """A non-blank line's sample (`parse(rec, root, default_id, source)`); `BadSample` with the sample's id
+  when known."""
   try:
     rec = json.loads(line)
   except json.JSONDecodeError as e:
     raise BadSample(BAD_JSON, f"invalid JSON ({e.msg} at column {e.colno})") from None
   try:
-    return parse_record(rec, root, f"line{lineno}", source)
+    return parse(rec, root, f"line{lineno}", source)
   except BadSample as e:
     if isinstance(rec, dict) and isinstance(rec.get("id"), (str, int)):
       e.sample_id = str(rec["id"])
     raise
 
 
-def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
-               problems: ProblemLog | None = None) -> JsonlDataset:
-  """Reads and validates a JSONL dataset; bad lines are skipped (warned, counted) or, if strict, raised.
-
-  Each line is decoded on its own, so a line that is not UTF-8 is one skip (`bad_encoding`), not a
-  failed read. `check_videos` also skips samples whose video file does not exist. Logs the summary line.
+def read_records(path: str, parse: Callable, check: Callable | None = None, strict: bool = False,
+                 problems: ProblemLog | None = None) -> JsonlDataset:
+  """The line loop of every JSONL format: `parse(rec, root, default_id, source)` validates one decoded
+  record into a sample with `.id` (raising `BadSample`); `check(sample)`, if given, runs after the
+  duplicate-id check (e.g. "its file exists"). Bad lines are skipped (warned, counted) or, if strict,
+  raised. Each line is decoded on its own, so a line that is not UTF-8 is one skip (`bad_encoding`),
+  not a failed read. Logs the summary line.
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
     raise DatasetError(f"Dataset file {path} does not exist.")
   problems = problems or ProblemLog(strict, name=os.path.basename(path))
   root = os.path.dirname(path)
-  samples: list[Sample] = []
+  samples: list = []
   seen: set[str] = set()
   skipped_before = len(problems.problems)
   for lineno, raw in _lines(path):
@@ -278,11 +295,11 @@ def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
       line = _text_line(raw, lineno)
       if line is None:
         continue
-      s = _parse_line(line, lineno, root, source)
+      s = _parse_line(line, lineno, root, source, parse)
       if s.id in seen:
         raise BadSample(DUPLICATE_ID, f"id {s.id!r} was already used by an earlier line", s.id)
-      if check_videos and not os.path.isfile(s.video):
-        raise BadSample(MISSING_VIDEO, f"video file {s.video} does not exist", s.id)
+      if check is not None:
+        check(s)
     except BadSample as e:
       problems.add(SampleProblem(source, e.sample_id, e.reason, str(e)))
       continue
@@ -292,6 +309,18 @@ def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
   ds = JsonlDataset(path, samples, problems, num, file_sha256(path))
   logging.info("%s", ds.summary())
   return ds
+
+
+def _video_exists(s: Sample) -> None:
+  if not os.path.isfile(s.video):
+    raise BadSample(MISSING_VIDEO, f"video file {s.video} does not exist", s.id)
+
+
+def read_jsonl(path: str, strict: bool = False, check_videos: bool = True,
+               problems: ProblemLog | None = None) -> JsonlDataset:
+  """Reads and validates a JSONL video dataset (`read_records` with `parse_record`); `check_videos` also
+  skips samples whose video file does not exist."""
+  return read_records(path, parse_record, _video_exists if check_videos else None, strict, problems)
 
 
 def write_jsonl(records: Sequence[dict], path: str) -> None:

@@ -34,9 +34,10 @@ def settings(config) -> ts.RLSettings:
 
 def init_state(config, policy, tx, llm, key, mesh=None) -> ts.TrainState:
   """Fresh policy state; with a mesh, replicated on it (the layout `make_train_step` keeps)."""
-  d = llm.cfg.text.hidden_size
+  d, s = llm.cfg.text.hidden_size, settings(config)
   state = ts.init_train_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), key,
-                             with_reference=settings(config).kl_coef > 0, question_shape=(1, llm.suffix_len, d))
+                             with_reference=s.kl_coef > 0, question_shape=(1, llm.suffix_len, d),
+                             comp_weight=s.comp_weight if s.budget_control == "lagrange" else None)
   return state if mesh is None else jax.device_put(state, shd.replicated(mesh))
 
 

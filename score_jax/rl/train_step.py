@@ -30,6 +30,8 @@ from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob
 
 TASK_REWARDS = ("correct", "margin", "correct+margin")
+BUDGET_CONTROLS = ("none", "lagrange")
+MAX_COMP_WEIGHT = 10.0
 
 
 @flax.struct.dataclass
@@ -38,6 +40,7 @@ class TrainState:
   params: Any
   opt_state: Any
   ref_params: Any = None
+  comp_weight: Any = None  # rl.budget_control="lagrange": the multiplier on the compression term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,8 @@ class RLSettings:
   position_mode: str = "original"
   budget: float = 0.0           # target mean retention of a variable-size sampler (0: rl.ratio)
   comp_reward: str = "sparsity"  # rewards.COMP_REWARDS
+  budget_control: str = "none"   # "lagrange": comp_weight becomes a multiplier held in the state
+  budget_lr: float = 0.05        # its step size per update (see `lagrange_update`)
 
   def __post_init__(self):
     if not 0.0 < self.ratio <= 1.0:
@@ -65,6 +70,12 @@ class RLSettings:
       raise ValueError(f"rl.budget={self.budget} must be in [0, rl.ratio={self.ratio}] (the cap).")
     if self.comp_reward not in rew.COMP_REWARDS:
       raise ValueError(f"rl.comp_reward={self.comp_reward!r}; expected one of {sorted(rew.COMP_REWARDS)}.")
+    if self.budget_control not in BUDGET_CONTROLS:
+      raise ValueError(f"rl.budget_control={self.budget_control!r}; expected one of {BUDGET_CONTROLS}.")
+    if self.budget_control == "lagrange" and not self.adaptive:
+      raise ValueError("rl.budget_control='lagrange' steers a variable kept count; it needs rl.sampler='bernoulli'.")
+    if self.budget_lr < 0:
+      raise ValueError(f"rl.budget_lr={self.budget_lr} must be >= 0.")
     if self.group_size < 2:
       raise ValueError(f"rl.group_size={self.group_size} must be at least 2 (group advantages).")
     if self.sampler not in SAMPLERS:
@@ -94,6 +105,13 @@ class RLSettings:
   def target(self) -> float:
     """The mean retention aimed at: `budget`, else the cap `ratio`."""
     return self.budget or self.ratio
+
+
+def lagrange_update(weight: jnp.ndarray, kept: jnp.ndarray, target: float, lr: float) -> jnp.ndarray:
+  """Dual ascent on the constraint mean kept <= target: the compression weight grows while the
+  rollouts keep more than the target and shrinks (not below 0) while they keep less, in steps of
+  `lr` times the relative violation; at most MAX_COMP_WEIGHT."""
+  return jnp.clip(weight + lr * (kept / target - 1.0), 0.0, MAX_COMP_WEIGHT)
 
 
 def task_reward(kind: str, option_logp: jnp.ndarray, answer: jnp.ndarray) -> jnp.ndarray:
@@ -142,7 +160,9 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     correct = rew.mc_correct(option_logp, answer)
     r_task = task_reward(s.task_reward, option_logp, answer)
     r_comp = rew.COMP_REWARDS[s.comp_reward](masks.mask, n, s.target)
-    adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=s.comp_weight)
+    lagrange = s.budget_control == "lagrange"
+    weight = state.comp_weight if lagrange else s.comp_weight
+    adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=weight)
     if s.logprob == "per_token":
       adv = adv_lib.token_advantages(adv, masks.mask)
     logp_old = mask_logprob(old_logits, masks, s.logprob)
@@ -163,11 +183,15 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
       (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       updates, opt_state = tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
+    kept = rew.kept_fraction(masks.mask, n).mean()
     metrics = {
         "loss": loss, "accuracy": correct.mean(), "reward_task": r_task.mean(),
-        "kept_fraction": rew.kept_fraction(masks.mask, n).mean(), "grad_norm": optax.global_norm(grads),
+        "kept_fraction": kept, "grad_norm": optax.global_norm(grads), "comp_weight": jnp.float32(weight),
         "group_reward_std": r_task.std(axis=1).mean(), "entropy": token_entropy(old_logits), **aux}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if lagrange:
+      new = new.replace(comp_weight=lagrange_update(state.comp_weight, kept, s.target, s.budget_lr))
+    return new, metrics
 
   if mesh is None:
     return jax.jit(train_step, donate_argnums=(0,))
@@ -190,13 +214,15 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
 
 
 def init_train_state(policy, tx, visual_shape, rng: jax.Array, with_reference: bool = False,
-                     question_shape=None) -> TrainState:
+                     question_shape=None, comp_weight: float | None = None) -> TrainState:
+  """Fresh state; `comp_weight` (rl.budget_control="lagrange") starts the multiplier held in it."""
   args = [jnp.zeros(visual_shape, jnp.float32)]
   if getattr(policy, "query_conditioned", False):
     args += [jnp.zeros(question_shape, jnp.float32), jnp.ones(question_shape[:2], bool)]
   params = policy.init(rng, *args)["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    ref_params=params if with_reference else None)
+                    ref_params=params if with_reference else None,
+                    comp_weight=None if comp_weight is None else jnp.float32(comp_weight))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -50,7 +50,7 @@ def get_config():
   c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
   c.rl.task_reward = "correct+margin"  # "correct" | "margin" | "correct+margin" (BUILD_NOTES.md)
   c.rl.comp_weight = 0.5
-  c.rl.budget_control = "none"       # bernoulli: "lagrange" adapts comp_weight until mean kept = rl.budget
+  c.rl.budget_control = "none"       # bernoulli: "lagrange" (kept <= rl.budget) | "lagrange_two_sided" (kept = budget)
   c.rl.budget_lr = 0.05
   c.rl.eps_low = 0.2
   c.rl.eps_high = 0.2

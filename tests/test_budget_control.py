@@ -41,3 +41,20 @@ def test_train_step_moves_the_multiplier_by_the_rollouts_kept_fraction(tiny_embe
   assert float(new.comp_weight) == pytest.approx(0.5 + 0.1 * (kept / 0.05 - 1.0), rel=1e-5)
   with pytest.raises(ValueError, match="budget_control"):
     ts.RLSettings(budget_control="lagrange")  # the fixed-k sampler has no count to steer
+  with pytest.raises(ValueError, match="budget_control"):
+    ts.RLSettings(budget_control="lagrange_two_sided")
+
+
+def test_two_sided_multiplier_goes_negative_and_then_credits_keeping_more():
+  from score_jax.rl import advantages as adv_lib
+  assert float(ts.lagrange_update(jnp.float32(0.0), jnp.float32(0.05), 0.1, 0.2, two_sided=True)) == pytest.approx(-0.1)
+  split = adv_lib.get_advantage("split")
+  task = jnp.zeros((1, 4))
+  correct = jnp.ones((1, 4))
+  kept = jnp.array([[0.02, 0.05, 0.08, 0.11]])
+  comp = 1.0 - kept
+  below = np.asarray(ts.budget_advantage(split, task, comp, correct, kept, jnp.float32(-0.5)))[0]
+  assert (np.diff(below) > 0).all()  # below the budget: more kept, more credit
+  above = np.asarray(ts.budget_advantage(split, task, comp, correct, kept, jnp.float32(0.5)))[0]
+  np.testing.assert_allclose(above, np.asarray(split(task, comp, correct=correct, comp_weight=0.5))[0])
+  assert (np.diff(above) < 0).all()  # above it: SCORE's split advantage, sparsity credited

@@ -37,7 +37,7 @@ def init_state(config, policy, tx, llm, key, mesh=None) -> ts.TrainState:
   d, s = llm.cfg.text.hidden_size, settings(config)
   state = ts.init_train_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), key,
                              with_reference=s.kl_coef > 0, question_shape=(1, llm.suffix_len, d),
-                             comp_weight=s.comp_weight if s.budget_control == "lagrange" else None)
+                             comp_weight=s.comp_weight if s.budget_control != "none" else None)
   return state if mesh is None else jax.device_put(state, shd.replicated(mesh))
 
 

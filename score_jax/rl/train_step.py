@@ -30,7 +30,7 @@ from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob
 
 TASK_REWARDS = ("correct", "margin", "correct+margin")
-BUDGET_CONTROLS = ("none", "lagrange")
+BUDGET_CONTROLS = ("none", "lagrange", "lagrange_two_sided")
 MAX_COMP_WEIGHT = 10.0
 
 
@@ -40,7 +40,7 @@ class TrainState:
   params: Any
   opt_state: Any
   ref_params: Any = None
-  comp_weight: Any = None  # rl.budget_control="lagrange": the multiplier on the compression term
+  comp_weight: Any = None  # rl.budget_control="lagrange*": the multiplier on the compression term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class RLSettings:
   position_mode: str = "original"
   budget: float = 0.0           # target mean retention of a variable-size sampler (0: rl.ratio)
   comp_reward: str = "sparsity"  # rewards.COMP_REWARDS
-  budget_control: str = "none"   # "lagrange": comp_weight becomes a multiplier held in the state
+  budget_control: str = "none"   # "lagrange[_two_sided]": comp_weight becomes a multiplier in the state
   budget_lr: float = 0.05        # its step size per update (see `lagrange_update`)
 
   def __post_init__(self):
@@ -72,8 +72,9 @@ class RLSettings:
       raise ValueError(f"rl.comp_reward={self.comp_reward!r}; expected one of {sorted(rew.COMP_REWARDS)}.")
     if self.budget_control not in BUDGET_CONTROLS:
       raise ValueError(f"rl.budget_control={self.budget_control!r}; expected one of {BUDGET_CONTROLS}.")
-    if self.budget_control == "lagrange" and not self.adaptive:
-      raise ValueError("rl.budget_control='lagrange' steers a variable kept count; it needs rl.sampler='bernoulli'.")
+    if self.budget_control != "none" and not self.adaptive:
+      raise ValueError(f"rl.budget_control={self.budget_control!r} steers a variable kept count; it needs "
+                       "rl.sampler='bernoulli'.")
     if self.budget_lr < 0:
       raise ValueError(f"rl.budget_lr={self.budget_lr} must be >= 0.")
     if self.group_size < 2:
@@ -107,11 +108,23 @@ class RLSettings:
     return self.budget or self.ratio
 
 
-def lagrange_update(weight: jnp.ndarray, kept: jnp.ndarray, target: float, lr: float) -> jnp.ndarray:
+def lagrange_update(weight: jnp.ndarray, kept: jnp.ndarray, target: float, lr: float,
+                    two_sided: bool = False) -> jnp.ndarray:
   """Dual ascent on the constraint mean kept <= target: the compression weight grows while the
-  rollouts keep more than the target and shrinks (not below 0) while they keep less, in steps of
-  `lr` times the relative violation; at most MAX_COMP_WEIGHT."""
-  return jnp.clip(weight + lr * (kept / target - 1.0), 0.0, MAX_COMP_WEIGHT)
+  rollouts keep more than the target and shrinks while they keep less, in steps of `lr` times the
+  relative violation, within [0, MAX_COMP_WEIGHT]; `two_sided` (mean kept = target) lets it go down
+  to -MAX_COMP_WEIGHT, a weight on keeping more (see `budget_advantage`)."""
+  low = -MAX_COMP_WEIGHT if two_sided else 0.0
+  return jnp.clip(weight + lr * (kept / target - 1.0), low, MAX_COMP_WEIGHT)
+
+
+def budget_advantage(advantage_fn, r_task, r_comp, correct, kept, weight):
+  """The advantage with a signed compression weight: for weight >= 0 `advantage_fn`'s own (sparsity
+  credited to right answers only, for "split"); below 0 the task term plus |weight| times the
+  group-normalised kept fraction [B, G], so that while the rollouts keep less than the budget,
+  keeping more is credited (whatever the answer)."""
+  adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=jnp.maximum(weight, 0.0))
+  return adv + jnp.maximum(-weight, 0.0) * adv_lib.group_normalize(kept)
 
 
 def task_reward(kind: str, option_logp: jnp.ndarray, answer: jnp.ndarray) -> jnp.ndarray:
@@ -160,9 +173,12 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     correct = rew.mc_correct(option_logp, answer)
     r_task = task_reward(s.task_reward, option_logp, answer)
     r_comp = rew.COMP_REWARDS[s.comp_reward](masks.mask, n, s.target)
-    lagrange = s.budget_control == "lagrange"
+    lagrange = s.budget_control != "none"
     weight = state.comp_weight if lagrange else s.comp_weight
-    adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=weight)
+    if s.budget_control == "lagrange_two_sided":
+      adv = budget_advantage(advantage_fn, r_task, r_comp, correct, rew.kept_fraction(masks.mask, n), weight)
+    else:
+      adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=weight)
     if s.logprob == "per_token":
       adv = adv_lib.token_advantages(adv, masks.mask)
     logp_old = mask_logprob(old_logits, masks, s.logprob)
@@ -190,7 +206,8 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
         "group_reward_std": r_task.std(axis=1).mean(), "entropy": token_entropy(old_logits), **aux}
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if lagrange:
-      new = new.replace(comp_weight=lagrange_update(state.comp_weight, kept, s.target, s.budget_lr))
+      new = new.replace(comp_weight=lagrange_update(state.comp_weight, kept, s.target, s.budget_lr,
+                                                    two_sided=s.budget_control == "lagrange_two_sided"))
     return new, metrics
 
   if mesh is None:
@@ -215,7 +232,7 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
 
 def init_train_state(policy, tx, visual_shape, rng: jax.Array, with_reference: bool = False,
                      question_shape=None, comp_weight: float | None = None) -> TrainState:
-  """Fresh state; `comp_weight` (rl.budget_control="lagrange") starts the multiplier held in it."""
+  """Fresh state; `comp_weight` (rl.budget_control="lagrange*") starts the multiplier held in it."""
   args = [jnp.zeros(visual_shape, jnp.float32)]
   if getattr(policy, "query_conditioned", False):
     args += [jnp.zeros(question_shape, jnp.float32), jnp.ones(question_shape[:2], bool)]

@@ -27,8 +27,9 @@ def main(argv):
   import curriculum  # noqa: E402
   from score_jax import eval as eval_lib, evaluation, train as train_lib
   from score_jax.compress.selection import budget
-  from score_jax.data.oracle import relevant_token_mask
-  from score_jax.data.pipeline import WorldSource, make_iterator
+  from score_jax.world.oracle import relevant_token_mask
+  from score_jax.data.pipeline import make_iterator
+  from score_jax.world.sources import WorldSource
   from score_jax.frozen_llm import load_frozen_llm
   from score_jax.models import sharding as shd
 

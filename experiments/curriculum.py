@@ -8,7 +8,7 @@ cached) is the frozen LLM; the policy keeps 10% of the 128 visual tokens of each
 """
 import ml_collections
 
-from score_jax.data.lossy_video import LossySettings
+from score_jax.world.lossy_video import LossySettings
 
 
 def get_config():
@@ -78,7 +78,7 @@ def get_config():
   c.data.cache_batch_size = 4        # videos per vision-tower call while building the cache
   c.data.decode_threads = 2          # PyAV decoding threads while building the cache
   c.data.strict = False              # True: a bad sample is an error instead of a skipped warning
-  # H.264 round trip of generated videos (score_jax/data/lossy_video.py): per video a crf and an encoded size
+  # H.264 round trip of generated videos (score_jax/world/lossy_video.py): per video a crf and an encoded size
   # are drawn from these; `lossy_fraction` of the stage-2 ("video") training videos are encoded, and the
   # "h264" held-out set encodes every held-out video.
   c.data.lossy_crf = LossySettings.crf

@@ -32,8 +32,9 @@ from score_jax import cache, checkpointing, config_checks, distributed, evaluati
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache
 from score_jax.data.image_pseudo_video import ImagePseudoVideoSource
-from score_jax.data.lossy_video import LossySettings
-from score_jax.data.pipeline import Head, WorldSource, make_iterator
+from score_jax.world.lossy_video import LossySettings
+from score_jax.data.pipeline import Head, make_iterator
+from score_jax.world.sources import WorldSource
 from score_jax.embedded.batches import encode_grain_batch, encode_text
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm

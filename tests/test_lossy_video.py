@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from score_jax.data.lossy_video import LossySettings, h264_round_trip
-from score_jax.data.pipeline import WorldSource
+from score_jax.world.lossy_video import LossySettings, h264_round_trip
+from score_jax.world.sources import WorldSource
 
 
 def textured_clip(t=6, h=40, w=40, seed=0):

@@ -6,8 +6,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from score_jax.data.pipeline import WorldSource, batch_text, make_iterator
-from score_jax.data.world import WorldConfig
+from score_jax.data.pipeline import batch_text, make_iterator
+from score_jax.world.sources import WorldSource
+from score_jax.world.generator import WorldConfig
 
 
 def _digest(item: dict) -> str:

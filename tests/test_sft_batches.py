@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from score_jax.data import world
+from score_jax.world import generator as world
 from score_jax.embedded import sft_batches
 from score_jax.embedded.world_text import WORLD, WorldText
 

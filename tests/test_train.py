@@ -119,7 +119,8 @@ def test_cacovid_trains_through_the_same_command(tiny_embedded_model, tmp_path):
 
 def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_model):
   from score_jax.data.blind_filter import blind_option_logprobs
-  from score_jax.data.pipeline import WorldSource, make_iterator
+  from score_jax.data.pipeline import make_iterator
+  from score_jax.world.sources import WorldSource
   config = smoke_config("/unused", tiny_embedded_model)
   llm = load_frozen_llm(config.model, shd.make_mesh((1, 1, 1)))
   keep = train_lib.blind_keep_fn(llm)

@@ -7,13 +7,13 @@ import functools
 import numpy as np
 import pytest
 
-from score_jax.data.clutter import clutter_background
-from score_jax.data.oracle import oracle_scores, relevant_token_mask
-from score_jax.data.palette import COLORS, OUTLINE_RGB, SHAPES
-from score_jax.data.png import encode_png
-from score_jax.data.pseudo_video import generate_pseudo_video_sample, segment_lengths
-from score_jax.data.scene import linear_path
-from score_jax.data.world import (QUESTION_TYPES, WorldConfig, build_scene, generate_video_sample, main,
+from score_jax.world.clutter import clutter_background
+from score_jax.world.oracle import oracle_scores, relevant_token_mask
+from score_jax.world.palette import COLORS, OUTLINE_RGB, SHAPES
+from score_jax.world.png import encode_png
+from score_jax.world.pseudo_video import generate_pseudo_video_sample, segment_lengths
+from score_jax.world.scene import linear_path
+from score_jax.world.generator import (QUESTION_TYPES, WorldConfig, build_scene, generate_video_sample, main,
                                   vocabulary)
 
 CFG = WorldConfig()

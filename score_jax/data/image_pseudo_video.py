@@ -18,7 +18,7 @@ from score_jax.data import feature_cache as fc
 from score_jax.data import jsonl_format as jf
 from score_jax.data.image_preprocess import PreprocessSettings, resize_frames
 from score_jax.data.image_qa_format import UNREADABLE_IMAGE, ImageSample
-from score_jax.data.pseudo_video import segment_lengths
+from score_jax.world.pseudo_video import segment_lengths
 
 FILLERS = (1, 2)  # inclusive range of other images cut to in each pseudo-video
 

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-from score_jax.data.oracle import oracle_scores
+from score_jax.world.oracle import oracle_scores
 from score_jax.models.preprocess import normalize_frames
 from score_jax.models.prompt import PromptEncoder
 
@@ -32,7 +32,7 @@ def encode_samples(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: 
 
 def encode_grain_batch(batch: dict[str, np.ndarray], prompts: PromptEncoder, suffix_len: int,
                        patch: int = 8, pooled_grid: int = 4) -> dict[str, np.ndarray]:
-  """Same as `encode_samples` for a batch from `score_jax.data.pipeline` (text as unicode arrays)."""
+  """Same as `encode_samples` for a batch from `score_jax.world.sources` (text as unicode arrays)."""
   out = encode_text([str(q) for q in batch["question"]], [[str(o) for o in row] for row in batch["options"]],
                     prompts, suffix_len)
   out["frames"] = normalize_frames(batch["frames"])

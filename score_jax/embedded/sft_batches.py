@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from score_jax.data.oracle import oracle_scores
+from score_jax.world.oracle import oracle_scores
 from score_jax.models.preprocess import normalize_frames
 from score_jax.models.prompt import PromptEncoder
 

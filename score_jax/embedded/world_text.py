@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from score_jax.data import pseudo_video, world
+from score_jax.world import generator as world, pseudo_video
 from score_jax.embedded.batches import encode_samples
 from score_jax.models.prompt import PromptEncoder
 from score_jax.models.word_tokenizer import build_word_tokenizer
@@ -16,8 +16,8 @@ from score_jax.models.word_tokenizer import build_word_tokenizer
 WORLD = world.WorldConfig()
 SUFFIX_LEN = 48
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SOURCES = ("data/world.py", "data/scene.py", "data/clutter.py", "data/palette.py", "data/pseudo_video.py",
-            "data/oracle.py", "embedded/model_config.py", "embedded/sft_batches.py", "models/word_tokenizer.py")
+_SOURCES = ("world/generator.py", "world/scene.py", "world/clutter.py", "world/palette.py", "world/pseudo_video.py",
+            "world/oracle.py", "embedded/model_config.py", "embedded/sft_batches.py", "models/word_tokenizer.py")
 
 
 def _world_version() -> str:

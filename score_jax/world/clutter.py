@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from score_jax.data.palette import SHAPES, shape_mask
+from score_jax.world.palette import SHAPES, shape_mask
 
 
 def muted_color(rng: np.random.Generator, n: int = 1) -> np.ndarray:

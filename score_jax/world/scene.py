@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from score_jax.data.palette import COLORS, OUTLINE_RGB, object_masks
+from score_jax.world.palette import COLORS, OUTLINE_RGB, object_masks
 
 
 @dataclasses.dataclass

@@ -13,7 +13,7 @@ Question types (`QUESTION_TYPES`, drawn uniformly):
   static_color   "what color is the <shape>"               the named shape is unique in the scene
   static_shape   "what shape is <color>"                    the named colour is unique in the scene
 
-Preview: `python -m score_jax.data.world --out /tmp/world.png`.
+Preview: `python -m score_jax.world.generator --out /tmp/world.png`.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from score_jax.data.clutter import clutter_background
-from score_jax.data.palette import COLORS, SHAPES
-from score_jax.data.scene import SceneObject, cell_labels, moving_object, place_in_cell, render, static_object
+from score_jax.world.clutter import clutter_background
+from score_jax.world.palette import COLORS, SHAPES
+from score_jax.world.scene import SceneObject, cell_labels, moving_object, place_in_cell, render, static_object
 
 QUESTION_TYPES: tuple[str, ...] = (
     "moving_color", "moving_shape", "appear_color", "change_color", "static_color", "static_shape")
@@ -200,8 +200,8 @@ def _preview_rows(samples: list[dict], show_relevant: bool) -> np.ndarray:
 
 def main(argv: Sequence[str] | None = None) -> None:
   """Save a PNG grid (one row of frames per sample) and print the questions."""
-  from score_jax.data.png import write_png
-  from score_jax.data.pseudo_video import generate_pseudo_video_sample
+  from score_jax.world.png import write_png
+  from score_jax.world.pseudo_video import generate_pseudo_video_sample
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--out", default="/tmp/world.png")
   p.add_argument("--seed", type=int, default=0)
@@ -220,5 +220,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  from score_jax.data import world as _world  # run the package module, not a second __main__ copy
+  from score_jax.world import generator as _world  # run the package module, not a second __main__ copy
   _world.main()

@@ -1,6 +1,6 @@
 """Generated-world samples written as a real dataset: mp4 files plus a JSONL file (`jsonl_format`).
 
-    python -m score_jax.data.export_world --out=/tmp/world_jsonl --split=heldout --samples=16 [--nolossless]
+    python -m score_jax.world.export --out=/tmp/world_jsonl --split=heldout --samples=16 [--nolossless]
 
 The result goes through exactly the path a user's videos take (`score_jax.cache`, the "jsonl"
 curriculum stage, `config.eval.source="jsonl"`); CI's clean-environment smoke run uses it. An
@@ -16,7 +16,7 @@ from absl import app, flags
 
 from score_jax.data import jsonl_format as jf
 from score_jax.data import video_decode as vd
-from score_jax.data.pipeline import WorldSource
+from score_jax.world.sources import WorldSource
 from score_jax.embedded.world_text import WORLD
 
 DATASET_FILE = "data.jsonl"

@@ -11,9 +11,9 @@ import itertools
 
 import numpy as np
 
-from score_jax.data.clutter import clutter_background
-from score_jax.data.scene import cell_labels, render
-from score_jax.data.world import STATIC_QUESTION_TYPES, WorldConfig, build_scene, fill, place_static
+from score_jax.world.clutter import clutter_background
+from score_jax.world.scene import cell_labels, render
+from score_jax.world.generator import STATIC_QUESTION_TYPES, WorldConfig, build_scene, fill, place_static
 
 PSEUDO_VIDEO_MODES: tuple[str, ...] = ("repeat_single_image", "slideshow")
 

@@ -8,6 +8,7 @@ cached) is the frozen LLM; the policy keeps 10% of the 128 visual tokens of each
 """
 import ml_collections
 
+from score_jax.models import answer_reading
 from score_jax.world.lossy_video import LossySettings
 
 
@@ -30,6 +31,11 @@ def get_config():
   # real LLaVA-OneVision checkpoints use) or "option_word" (cloze: options scored by their own token's
   # likelihood). The embedded model reads the answer at 0.99 but maps it to a letter at 0.34 (BUILD_NOTES.md).
   c.model.answer_format = "option_word"
+  # How eval reads the answer (score_jax/models/answer_reading.py): "logits" (argmax over the shown options' answer
+  # tokens; RL always reads logits), "option_likelihood" (each option's whole text), "generate" (greedy decoding
+  # with a KV cache, then the benchmark's lmms-eval answer parser); max_new_tokens bounds "generate".
+  c.model.answer_reading = answer_reading.DEFAULT_READING
+  c.model.max_new_tokens = answer_reading.DEFAULT_MAX_NEW_TOKENS
 
   c.policy = ml_collections.ConfigDict()
   c.policy.hidden = 64
@@ -89,6 +95,8 @@ def get_config():
   c.keep_checkpoints = 2
   c.log_every = 10
   c.crash_after_step = -1            # testing: exit abruptly right after this step's checkpoint
+  # JAX's persistent compilation cache (score_jax/compilation_cache.py): a folder, "" = off.
+  c.compilation_cache_dir = ""
 
   c.eval = ml_collections.ConfigDict()
   c.eval.source = "world"  # or "jsonl": config.data.eval_file (feature cache when built)

@@ -34,7 +34,14 @@ def get_config():
   c.model.checkpoint = "/path/to/llava-onevision-qwen2-7b-ov-hf"  # a local folder; nothing is downloaded
   c.model.dtype = "bfloat16"
   c.model.answer_format = "letter"   # the lmms-eval multiple-choice prompt these checkpoints are evaluated with
-  c.model.mesh = (1, -1, 1)          # (data, fsdp, tensor): parameters sharded over all devices
+  # lmms-eval's exact text per benchmark (each JSONL record's "task"), in its qwen_1_5 chat turns
+  # (score_jax/protocol/lmms_eval_prompts.py); "hf_chat_template": the checkpoint's own template.
+  c.model.prompt_style = "lmms_eval"
+  # (data, fsdp, tensor): 4-way tensor parallel (7 of 28 heads, 1 of 4 KV heads per device), batches over the
+  # rest. Fits 64 x 16 GiB (v5e-64) and 8 x 80 GB: `python -m score_jax.plan --devices=64 --device_memory=16GiB
+  # --architecture=llava-onevision-qwen2-7b-ov-hf --config=experiments/llava_ov_7b.py` (BUILD_NOTES.md). An
+  # fsdp axis makes XLA split the activations' width instead of the batch (no activation constraints).
+  c.model.mesh = (-1, 1, 4)
   c.model.num_frames = 32            # uniformly sampled frames per video (LLaVA-OV's evaluation setting)
   c.model.suffix_len = 256           # question + options + instruction tokens after the video
   c.model.num_options = 4            # answer letters scored (VideoMME / MLVU: 4; NExT-QA / LongVideoBench: 5)
@@ -66,7 +73,7 @@ def get_config():
 
   c.eval.source = "jsonl"            # held-out data: config.data.eval_file ("world": the generated world)
   c.eval.samples = 0                 # 0: every sample of config.data.eval_file
-  c.eval.batch_size = 8
+  c.eval.batch_size = 16             # a multiple of the data axis: 16 on 64 devices, 2 on 8
   c.eval.ratios = (1.0, 0.25, 0.1)
   c.eval.methods = ("policy", "uniform_pool", "random", "residual", "visionzip", "divprune")
   c.eval.random_seeds = 3

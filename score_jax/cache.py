@@ -145,7 +145,8 @@ def build(config, splits=None, strict: bool = False, verify: bool = True, encode
 
 
 def _probe_ok(samples, frames: int, problems: jf.ProblemLog) -> list:
-  """Samples whose video header opens and holds enough frames (skipped into `problems` otherwise)."""
+  """Samples whose video header opens and holds a frame in their window (skipped into `problems` otherwise;
+  a video shorter than `frames` repeats frames, as lmms-eval does)."""
   out = []
   for s in samples:
     try:

@@ -84,6 +84,21 @@ def check_model(model_config) -> None:
     raise ValueError(f"config.model.kind={model_config.kind!r}; expected one of {MODEL_KINDS}.")
   if model_config.kind == "hf" and not model_config.checkpoint:
     raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
+  check_prompt_style(model_config)
+  from score_jax.models.answer_reading import reading_settings
+  reading_settings(model_config)  # config.model.answer_reading / max_new_tokens
+
+
+def check_prompt_style(model_config) -> None:
+  """`config.model.prompt_style` is known, and "lmms_eval" (lettered options) reads letters."""
+  from score_jax.frozen_llm import answer_format, prompt_style
+  from score_jax.models.prompt import PROMPT_STYLES
+  style = prompt_style(model_config)
+  if style not in PROMPT_STYLES:
+    raise ValueError(f"config.model.prompt_style={style!r}; expected one of {PROMPT_STYLES}.")
+  if style == "lmms_eval" and answer_format(model_config) != "letter":
+    raise ValueError(f"config.model.prompt_style='lmms_eval' shows lettered options, as lmms-eval does; it needs "
+                     f"config.model.answer_format='letter' (got {answer_format(model_config)!r}).")
 
 
 def check_data_files(config, stages, source: str) -> None:
@@ -126,6 +141,8 @@ def validate_train_config(config) -> list[tuple[str, int]]:
   check_data_files(config, stages, source)
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
     _positive_int(config, key)
+  from score_jax import compilation_cache
+  compilation_cache.check(config)  # config.compilation_cache_dir
   method = get_method(config)
   method.settings(config)     # the method's own settings (ratios, group sizes, ...) raise here
   method.make_policy(config)

@@ -11,8 +11,13 @@ generated world, or with `config.eval.source="jsonl"` (the llava_ov_* configs) `
 read from its feature cache when that is current. Writes `eval.md`, `eval.csv`, `eval.json` and
 `eval.png` (accuracy versus retention) to `--out` (default: a new folder `evals/<UTC time>` in the
 first checkpoint's workdir, else in the config's workdir); a folder that already holds reports is
-refused, so a training run's own `eval.*` are never replaced. Ratios, methods and paths are checked
-before the model loads.
+refused, so a training run's own `eval.*` are never replaced. A JSONL eval set whose records carry a
+benchmark `task` (the converters in `score_jax.data.benchmark_layouts` write it) adds accuracy per
+category to the reports (`score_jax.category_breakdown`: VideoMME duration, domain and task type, MLVU
+task type and its mean over them, LongVideoBench duration group and question category, NExT-QA type). Ratios, methods and paths are checked
+before the model loads. `--dump_prompts=FILE` instead writes each eval sample's exact prompt text and
+ids to a new JSONL file and exits, reading only the checkpoint's config and tokenizer files
+(`score_jax.protocol.dump_prompts`).
 """
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ def _define_flags() -> dict:
     methods=flags.DEFINE_list("methods", None, "baselines to run (default: config.eval.methods minus 'policy')"),
     ratios=flags.DEFINE_list("ratios", None, "retention ratios (default: config.eval.ratios)"),
     out=flags.DEFINE_string("out", None, "output folder for eval.md/.csv/.json/.png"),
+    dump_prompts=flags.DEFINE_string("dump_prompts", None, "write each eval sample's exact prompt to this new "
+                                     "JSONL file and exit (score_jax/protocol/dump_prompts.py; no weights read)"),
   )
 
 
@@ -149,6 +156,13 @@ def main(argv, flag_values: dict):
   if values["config"] is None:
     sys.exit("Pass --config=experiments/<name>.py")
   try:
+    if values.get("dump_prompts"):
+      from score_jax.protocol.dump_prompts import dump_prompts
+      n = dump_prompts(values["config"], values["dump_prompts"])
+      print(f"{n} prompts written to {values['dump_prompts']}")
+      return
+    from score_jax import compilation_cache
+    compilation_cache.enable(values["config"])  # config.compilation_cache_dir ("" = off)
     run(values["config"], values["checkpoint"], values["methods"], values["ratios"], values["out"])
   except (CheckpointError, EvalOutputError, ValueError, feature_cache.CacheError) as e:
     sys.exit(f"error: {e}")

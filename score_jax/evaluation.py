@@ -22,11 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_jax import category_breakdown
 from score_jax.compress.baselines import get_selector
 from score_jax.compress.baselines.uniform_pool import uniform_pool
 from score_jax.compress.selection import budget
 from score_jax.methods.keep_policy import as_keep_policy
-from score_jax.models import prefill
+from score_jax.models import answer_reading, generate, prefill
 
 POOLERS: dict[str, Callable] = {"uniform_pool": uniform_pool}
 ADAPTIVE = " (adaptive)"   # suffix of an adaptive policy's row: its own budget per video
@@ -36,21 +37,76 @@ ADAPTIVE_KEY = "adaptive"  # the "ratio" of that row's result: results[(name + A
 TEXT_KEYS = ("prefix", "suffix", "suffix_len", "option_ids", "num_options")  # the prompt side of a batch
 
 
-def text_inputs(batch: dict) -> dict:
+def text_inputs(batch: dict, llm=None) -> dict:
   """The entries of `TEXT_KEYS` a model batch has ("option_ids" only in the "option_word" format,
-  "num_options" only for datasets whose samples have their own option counts)."""
-  return {k: batch[k] for k in TEXT_KEYS if k in batch}
+  "num_options" only for datasets whose samples have their own option counts); with `llm`, plus what
+  its answer reading needs (`answer_reading.reading_inputs`)."""
+  out = {k: batch[k] for k in TEXT_KEYS if k in batch}
+  if llm is not None:
+    out.update(answer_reading.reading_inputs(reading_of(llm).reading, batch, llm.prompts.tokenizer,
+                                             llm.prompts.answer_format, llm.num_options))
+  return out
 
 
-def answer_fn(llm):
-  """Jitted `answer(params, visual [B, N, d], keep [B, k], text, valid=None, position_mode="original")
-  -> predicted option [B]` (`valid` [B, k] masks padded slots of a variable-size keep set)."""
+def reading_of(llm) -> answer_reading.ReadingSettings:
+  """The LLM's configured answer reading (`config.model.answer_reading`), "logits" if it has none."""
+  return getattr(llm, "reading", None) or answer_reading.ReadingSettings()
+
+
+def _arrays(text: dict) -> dict:
+  return {k: v for k, v in text.items() if isinstance(v, (np.ndarray, jax.Array))}
+
+
+def answer_fn(llm, reading: str | None = None):
+  """`answer(params, visual [B, N, d], keep [B, k], text, valid=None, position_mode="original")
+  -> predicted option [B]` (`valid` [B, k] masks padded slots of a variable-size keep set), read as
+  `reading` says (default: the LLM's configured one, see `score_jax.models.answer_reading`); `text`
+  is `text_inputs(batch, llm)`. A generated answer that names no option predicts -1."""
+  settings = reading_of(llm)
+  reading = reading or settings.reading
+  if reading not in answer_reading.READINGS:
+    raise ValueError(f"answer reading {reading!r}; expected one of {answer_reading.READINGS}.")
+  if reading == "generate":
+    return _generate_answer_fn(llm, settings.max_new_tokens)
+
   @functools.partial(jax.jit, static_argnames=("position_mode",))
-  def answer(params, visual, keep, batch, valid=None, position_mode="original"):
-    logits = prefill.prefill_logits(llm.module, params, visual, keep, batch["prefix"], batch["suffix"],
-                                    batch["suffix_len"], keep_valid=valid, position_mode=position_mode)
-    return jnp.argmax(prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids),
-                                              batch.get("num_options")), -1)
+  def pick(params, visual, keep, batch, valid=None, position_mode="original"):
+    text = (batch["prefix"], batch["suffix"], batch["suffix_len"])
+    if reading == "option_likelihood":
+      inputs = prefill.assemble_inputs(llm.module, params, visual, keep, *text, valid, position_mode)
+      scores = answer_reading.option_loglikelihoods(llm.module, params, inputs, batch["continuation_ids"],
+                                                    batch["continuation_len"], batch.get("num_options"))
+    else:
+      logits = prefill.prefill_logits(llm.module, params, visual, keep, *text, keep_valid=valid,
+                                      position_mode=position_mode)
+      scores = prefill.option_logprobs(logits, prefill.choice_ids(batch, llm.option_ids), batch.get("num_options"))
+    return jnp.argmax(scores, -1)
+
+  def answer(params, visual, keep, text, valid=None, position_mode="original"):
+    if reading == "option_likelihood" and "continuation_ids" not in text:
+      raise ValueError("The 'option_likelihood' answer reading needs text_inputs(batch, llm) of an LLM read that "
+                       "way (the options' continuation ids).")
+    return pick(params, visual, keep, _arrays(text), valid, position_mode=position_mode)
+  return answer
+
+
+def _generate_answer_fn(llm, max_new_tokens: int):
+  """The "generate" reading: greedy decoding (compiled once per keep size and length), then each sample's
+  answer parser (`answer_reading.parse_generated`)."""
+  gen = generate.jit_generate(llm.module)
+  tok = llm.prompts.tokenizer
+  stops, pad = answer_reading.stop_token_ids(tok), answer_reading.pad_token_id(tok)
+
+  def answer(params, visual, keep, text, valid=None, position_mode="original"):
+    if "options" not in text:
+      raise ValueError("The 'generate' answer reading needs text_inputs(batch, llm) (option texts, tasks).")
+    tokens = gen(params, visual, keep, text["prefix"], text["suffix"], text["suffix_len"], keep_valid=valid,
+                 position_mode=position_mode, max_new_tokens=max_new_tokens, eos_ids=stops, pad_id=pad)
+    texts = answer_reading.generated_texts(tok, np.asarray(tokens), stops)
+    tasks = text.get("task") or [None] * len(texts)
+    picks = [answer_reading.parse_generated(t, len(o), task or None, o, llm.prompts.answer_format)
+             for t, o, task in zip(texts, text["options"], tasks)]
+    return np.asarray([-1 if p is None else p for p in picks], np.int32)
   return answer
 
 
@@ -83,7 +139,12 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   """{(method, ratio): accuracy} plus "_latency" {method: s/batch}, "_prefill" {ratio: s/batch}, "_samples".
 
   `batches()` yields dicts with "frames" (or precomputed "visual"), "prefix", "suffix", "suffix_len",
-  "answer" and whatever selectors read from `extras` (e.g. "oracle_scores").
+  "answer" and whatever selectors read from `extras` (e.g. "oracle_scores"). Batches with sample ids
+  ("id", JSONL sets) also give "_per_sample" {(method, ratio): {id: score}} (1/0, averaged over random
+  seeds), which `score_jax.category_breakdown` groups by benchmark category. The "option_likelihood"
+  and "generate" readings (`llm.reading`, used for every method and ratio) also need the option texts
+  ("options", and "task" where known: `answer_reading.sample_texts`); "_prefill" then times the whole
+  reading (for "generate": prefill, decoding and parsing).
   """
   answer = answer_fn(llm)
   compiled: dict = {}
@@ -93,17 +154,19 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   latency: dict = {}
   policies = {name: as_keep_policy(p) for name, p in policies.items()}
   prefill_s: dict = {}
+  per_sample: dict = {}
   total = 0
   for i, b in enumerate(batches()):
     visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
     bsz, t, p, d = visual.shape
     n = t * p
     flat = visual.reshape(bsz, n, d)
-    text = text_inputs(b)
+    text = text_inputs(b, llm)
     features = {"visual": visual, **llm.question_features(b["suffix"], b["suffix_len"])}
     arrays = {k: v for k, v in dict(b, **features).items()
               if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biuf"}
     ans = np.asarray(b["answer"])
+    ids = [str(x) for x in b["id"]] if "id" in b else None
     total += bsz
 
     def run(name, ratio, keep, tokens=flat, valid=None, position_mode="original"):
@@ -112,10 +175,14 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
                         keep, text)
       if valid is None:
         prefill_s.setdefault(ratio, []).append(dt)
-      return int((np.asarray(pred) == ans).sum())
+      return np.asarray(pred) == ans  # per sample
 
-    def add(name, ratio, value):
-      hits[(name, ratio)] = hits.get((name, ratio), 0) + value
+    def add(name, ratio, correct):
+      hits[(name, ratio)] = hits.get((name, ratio), 0) + float(np.sum(correct))
+      if ids is not None:
+        scores = per_sample.setdefault((name, ratio), {})
+        for sid, c in zip(ids, np.asarray(correct, np.float64).tolist()):
+          scores[sid] = scores.get(sid, 0.0) + c
 
     for name, pol in policies.items():
       if pol.adaptive is not None:
@@ -154,6 +221,8 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   results["_prefill"] = {r: float(np.median(v)) for r, v in prefill_s.items()}
   results["_samples"] = total
   results["_retention"] = {m: (float(np.mean(v)), float(np.std(v))) for m, v in retention.items()}
+  if per_sample:
+    results["_per_sample"] = per_sample
   return results
 
 
@@ -188,6 +257,8 @@ def results_to_json(results: dict) -> dict:
   out["prefill_s"] = {str(r): v for r, v in results.get("_prefill", {}).items()}
   out["samples"] = results.get("_samples", 0)
   out["retention"] = {m: {"mean": v[0], "std": v[1]} for m, v in results.get("_retention", {}).items()}
+  if "_by_category" in results:
+    out["by_category"] = category_breakdown.breakdown_json(results["_by_category"])
   return out
 
 
@@ -225,39 +296,51 @@ def format_side_by_side(results_by_set: dict, ratios, methods) -> str:
 
 
 def format_report(results_by_set: dict, ratios, methods) -> str:
-  """The table of one held-out set, or the sets side by side followed by each set's own table."""
+  """The table of one held-out set, or the sets side by side followed by each set's own table; then the
+  accuracy by benchmark category of the sets that have one (`score_jax.category_breakdown`)."""
+  by_category = "".join(
+      (f"\n\n## {name}: accuracy by category\n" if len(results_by_set) > 1 else "\n\n## Accuracy by category\n")
+      + category_breakdown.format_breakdown(r["_by_category"], methods)
+      for name, r in results_by_set.items() if r.get("_by_category"))
   if len(results_by_set) == 1:
-    return format_table(next(iter(results_by_set.values())), ratios, methods)
+    return format_table(next(iter(results_by_set.values())), ratios, methods) + by_category
   parts = ["Held-out sets side by side (accuracy, and % of that set's full-token accuracy):\n",
            format_side_by_side(results_by_set, ratios, methods)]
   for name, results in results_by_set.items():
     parts += [f"\n### {name}\n", format_table(results, ratios, methods)]
-  return "\n".join(parts)
+  return "\n".join(parts) + by_category
 
 
 def write_reports(results_by_set: dict, ratios, methods, out_dir: str, plot: bool = True) -> list[str]:
   """eval.md, eval.csv (set, method, ratio, accuracy, relative, selection_s), eval.json ({set: ...})
-  and eval.png, for results {held-out set name: evaluate_methods(...)}."""
+  and eval.png, for results {held-out set name: evaluate_methods(...)}. Sets with a category breakdown
+  add csv columns task, category_field, category (empty on the overall rows) and a row per category."""
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"eval.{ext}") for ext in ("md", "csv", "json")]
   with open(paths[0], "w") as f:
     f.write(format_report(results_by_set, ratios, methods) + "\n")
+  pad = ["", "", ""] if any(r.get("_by_category") for r in results_by_set.values()) else []
   with open(paths[1], "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["set", "method", "retention", "accuracy", "relative_to_full", "selection_s_per_batch"])
+    w.writerow(["set", "method", "retention", "accuracy", "relative_to_full", "selection_s_per_batch"]
+               + (["task", "category_field", "category"] if pad else []))
     for name, results in results_by_set.items():
       full = results.get(("full", 1.0))
       lat = results.get("_latency", {})
       if full is not None:
-        w.writerow([name, "full", 1.0, f"{full:.4f}", "1.0000", ""])
+        w.writerow([name, "full", 1.0, f"{full:.4f}", "1.0000", ""] + pad)
       for m in methods:
         for r in ratios:
           if (m, r) in results:
             acc = results[(m, r)]
-            w.writerow([name, m, r, f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
+            w.writerow([name, m, r, f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")] + pad)
       for m, (mean, _) in results.get("_retention", {}).items():
         acc = results[(m, ADAPTIVE_KEY)]
-        w.writerow([name, m, f"{mean:.4f}", f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")])
+        w.writerow([name, m, f"{mean:.4f}", f"{acc:.4f}", f"{acc / full:.4f}" if full else "", lat.get(m, "")] + pad)
+      retention = results.get("_retention", {})
+      for m, r, task, field, cat, acc, rel in category_breakdown.csv_rows(results.get("_by_category", [])):
+        kept = f"{retention[m][0]:.4f}" if r == ADAPTIVE_KEY and m in retention else r
+        w.writerow([name, m, kept, f"{acc:.4f}", "" if rel is None else f"{rel:.4f}", "", task, field, cat])
   with open(paths[2], "w") as f:
     json.dump({name: results_to_json(r) for name, r in results_by_set.items()}, f, indent=2)
   if plot:

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax.models import hf_loading, prefill
+from score_jax.models.answer_reading import ReadingSettings, reading_settings
 from score_jax.models.llava_onevision import LlavaOnevision
-from score_jax.models.prompt import PromptEncoder
+from score_jax.models.prompt import DEFAULT_PROMPT_STYLE, PromptEncoder
 
 
 @dataclasses.dataclass
@@ -22,6 +23,7 @@ class FrozenLLM:
   suffix_len: int
   num_frames: int
   num_options: int = 4
+  reading: ReadingSettings = ReadingSettings()  # how evaluation reads the answer (RL always uses logits)
 
   @functools.cached_property
   def option_ids(self) -> np.ndarray:
@@ -50,21 +52,35 @@ def answer_format(model_config) -> str:
   return model_config.get("answer_format", "letter")
 
 
+def prompt_style(model_config) -> str:
+  """`config.model.prompt_style` (see `score_jax.models.prompt.PROMPT_STYLES`), the default if unset."""
+  return model_config.get("prompt_style", DEFAULT_PROMPT_STYLE)
+
+
+def prompt_encoder(model_config, folder: str) -> PromptEncoder:
+  """The prompt encoder of the checkpoint `folder` with the config's answer format and prompt style."""
+  return PromptEncoder.from_folder(folder, answer_format(model_config), prompt_style(model_config))
+
+
 def load_frozen_llm(model_config, mesh) -> FrozenLLM:
   """From `config.model`: kind "embedded" (the built-in model) or "hf" (a local checkpoint folder)."""
+  reading = reading_settings(model_config)  # config.model.answer_reading: a bad value fails before loading
+  return dataclasses.replace(_load(model_config, mesh), reading=reading)
+
+
+def _load(model_config, mesh) -> FrozenLLM:
   if model_config.kind == "embedded":
     from score_jax.embedded import base_model, world_text
     folder = base_model.ensure_base_model(model_config.checkpoint or base_model.DEFAULT_DIR)
     cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh, dtype=model_config.dtype)
-    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(folder, answer_format(model_config)),
+    return FrozenLLM(cfg, module, params, prompt_encoder(model_config, folder),
                      world_text.SUFFIX_LEN, world_text.WORLD.frames)
   if model_config.kind == "hf":
     if not model_config.checkpoint:
       raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
     cfg, module, params = hf_loading.load_llava_onevision(model_config.checkpoint, mesh=mesh,
                                                           dtype=model_config.dtype)
-    return FrozenLLM(cfg, module, params, PromptEncoder.from_folder(model_config.checkpoint,
-                                                                    answer_format(model_config)),
+    return FrozenLLM(cfg, module, params, prompt_encoder(model_config, model_config.checkpoint),
                      model_config.get("suffix_len", 128), model_config.get("num_frames", 32),
                      model_config.get("num_options", 4))
   raise ValueError(f"config.model.kind={model_config.kind!r}; expected 'embedded' or 'hf'.")

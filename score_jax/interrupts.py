@@ -7,7 +7,8 @@
 
 A second signal of the same kind while the first is pending restores the default behaviour and
 re-raises it (Ctrl-C twice quits at once). In a multi-process run every process must stop at the
-same step: `requested_anywhere` combines the processes' flags.
+same step: `requested_anywhere` combines the processes' flags. On TPU, `preemption_sync_point` also
+honours JAX's preemption notice (all hosts get it at the same step).
 """
 from __future__ import annotations
 
@@ -62,3 +63,17 @@ class StopSignals:
   @property
   def name(self) -> str:
     return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+def preemption_sync_point(step: int) -> bool:
+  """JAX's preemption sync point on TPU: True on every host at the same step once any host got a
+  preemption notice (`multihost_utils.reached_preemption_sync_point`; a collective, called every step).
+  False with one process, on other backends (there SIGTERM reaches `StopSignals`) and where JAX's
+  preemption service is off."""
+  if jax.process_count() == 1 or jax.default_backend() != "tpu":
+    return False
+  from jax.experimental import multihost_utils
+  try:
+    return bool(multihost_utils.reached_preemption_sync_point(step))
+  except RuntimeError:  # jax_enable_preemption_service=False: no sync manager
+    return False

@@ -4,7 +4,9 @@
 
 Resumes from the newest checkpoint in `config.workdir` (policy params, optimizer state, step and the
 data iterators' positions; the RNG is derived from (seed, step)), writes TensorBoard metrics to
-`workdir/tb`, and ends with a held-out evaluation table in `workdir/eval.md`.
+`workdir/tb`, and ends with a held-out evaluation table in `workdir/eval.md`. With several processes
+(`--distributed`, launch/) each reads its own rows of every global batch (`score_jax.data.host_shard`: the
+same global batches as one process) and saves and restores its own data positions.
 
 Curriculum stages "pseudo" and "video" draw from the generated world; "jsonl" reads
 `config.data.train_file` through its feature cache (`python -m score_jax.cache`) when that is
@@ -28,9 +30,10 @@ import orbax.checkpoint as ocp
 import tqdm
 from ml_collections import config_flags
 
-from score_jax import cache, checkpointing, config_checks, distributed, evaluation, interrupts, run_ledger
+from score_jax import (cache, category_breakdown, checkpointing, config_checks, distributed, evaluation, interrupts,
+                       run_ledger)
 from score_jax.compress.policy import policy_param_count
-from score_jax.data import feature_cache
+from score_jax.data import feature_cache, host_shard, sample_log
 from score_jax.data.image_pseudo_video import ImagePseudoVideoSource
 from score_jax.world.lossy_video import LossySettings
 from score_jax.data.pipeline import Head, make_iterator
@@ -38,7 +41,7 @@ from score_jax.world.sources import WorldSource
 from score_jax.embedded.batches import encode_grain_batch, encode_text
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
-from score_jax.models import prefill, sharding as shd
+from score_jax.models import answer_reading, prefill, sharding as shd
 from score_jax.methods import get_method
 
 
@@ -79,7 +82,8 @@ def blind_keep_fn(llm):
 
   def keep(item) -> bool:
     options = [str(o) for o in item["options"]][:int(item.get("num_options", len(item["options"])))]
-    text = encode_text([str(item["question"])], [options], llm.prompts, llm.suffix_len)
+    text = encode_text([str(item["question"])], [options], llm.prompts, llm.suffix_len,
+                       [str(item["task"])] if "task" in item else None, [str(item["id"])] if "id" in item else None)
     return int(np.argmax(np.asarray(score(llm.params, text))[0])) != int(item["answer"])
   return keep
 
@@ -134,7 +138,7 @@ def heldout_batches(config, llm, eval_set: str = "clean"):
   it = make_iterator(src, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
                      num_threads=config.data.get("num_threads", 2))
   for b in it:
-    yield model_inputs(b, llm, preprocess)
+    yield dict(model_inputs(b, llm, preprocess), **answer_reading.sample_texts(b))  # + option texts, task
 
 
 def check_iterator_states(data: dict, stages: list[tuple[str, int]]) -> None:
@@ -159,12 +163,11 @@ def train(config, allow_changes=()) -> dict:
   stages = config_checks.validate_train_config(config)
   total = sum(s for _, s in stages)
   nproc, pid = jax.process_count(), jax.process_index()
-  if config.batch_size % nproc:
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the {nproc} processes.")
   method = get_method(config)
   workdir = config.workdir
-  run_ledger.open_run(workdir, config, allow_changes, write=distributed.is_main_process())
   mesh = shd.make_mesh(tuple(config.model.mesh))
+  shard = host_shard.host_shard(mesh, config.batch_size)  # this process's rows of every batch
+  run_ledger.open_run(workdir, config, allow_changes, write=distributed.is_main_process())
   llm = load_frozen_llm(config.model, mesh)
   policy = method.make_policy(config)
   tx = make_optimizer(config, total)
@@ -174,9 +177,10 @@ def train(config, allow_changes=()) -> dict:
   sources = [train_source(config, kind, llm) for kind, _ in stages]
   decoded = [s for s in sources if isinstance(s, DECODED_SOURCES)]
   preprocess = cache.preprocess_settings(config) if decoded else None
-  iters = [make_iterator(src, config.batch_size // nproc, seed=config.seed + i + 1000 * pid,
-                         num_threads=config.data.num_threads, keep_fn=keep_fn)
+  iters = [make_iterator(src, shard.rows, seed=config.seed + i, num_threads=config.data.num_threads,
+                         keep_fn=keep_fn, shard=(shard.index, shard.count))
            for i, src in enumerate(sources)]
+  samples = sample_log.from_env(pid)  # debug record of the samples read (None unless asked for)
   start = 0
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   restored = checkpointing.restore_latest(workdir, abstract, lambda d: check_iterator_states(d, stages))
@@ -197,7 +201,10 @@ def train(config, allow_changes=()) -> dict:
     with interrupts.StopSignals() as stop:
       for step in bar:
         si = stage_of(step, stages)
-        b = model_inputs(next(iters[si]), llm, preprocess)
+        raw = next(iters[si])
+        if samples is not None:
+          samples.write(step, si, raw)
+        b = model_inputs(raw, llm, preprocess)
         video = "visual" if "visual" in b else "frames"  # cached visual tokens skip the vision side
         batch = distributed.global_batch(mesh, {k: b[k] for k in (video, "prefix", "suffix", "suffix_len",
                                                                   "answer", "option_ids", "num_options") if k in b})
@@ -220,16 +227,17 @@ def train(config, allow_changes=()) -> dict:
           if "kept_fraction" in m:  # per stage kind, to see the budget move between curriculum stages
             writer.add_scalar(f"train/kept_fraction_{stages[si][0]}", m["kept_fraction"], step + 1)
           bar.set_postfix(stage=stages[si][0], acc=f"{m['accuracy']:.2f}", loss=f"{m['loss']:.3f}")
-        stop_now = stop.requested_anywhere()
+        preempted = interrupts.preemption_sync_point(step + 1)
+        stop_now = stop.requested_anywhere() or preempted
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == total or stop_now:
-          checkpointing.save(mngr, step + 1, state, {"iterators": [it.get_state() for it in iters],
-                                                     "stage": si, "stages": [k for k, _ in stages]})
+          checkpointing.save(mngr, step + 1, state, {"stage": si, "stages": [k for k, _ in stages]},
+                             {"iterators": [it.get_state() for it in iters]})  # each process its own
           saved = step + 1
           if step + 1 == config.crash_after_step:
             mngr.wait_until_finished()
             os._exit(3)  # simulated crash: no clean shutdown
         if stop_now:
-          interrupted = stop.name or "a stop signal on another process"
+          interrupted = stop.name or ("a TPU preemption notice" if preempted else "a stop signal on another process")
           break
   finally:
     bar.close()
@@ -259,6 +267,8 @@ def evaluate_and_report(config, llm, policies: dict, baselines, ratios, out_dir:
   results = {name: evaluation.evaluate_methods(llm, functools.partial(heldout_batches, config, llm, name),
                                                ratios, baselines, policies, config.eval.random_seeds, config.seed)
              for name in eval_sets(config)}
+  if eval_sets(config) == ("jsonl",):  # accuracy by benchmark category, from the eval file's records
+    category_breakdown.add_breakdown(results["jsonl"], category_breakdown.read_categories(config.data.eval_file))
   names = list(policies) + list(baselines)
   print(evaluation.format_report(results, ratios, names))
   evaluation.write_reports(results, ratios, names, out_dir)
@@ -301,6 +311,8 @@ def main(argv, flag_values: dict):
   if flag_values["distributed"].value:
     distributed.initialize()
   try:
+    from score_jax import compilation_cache
+    compilation_cache.enable(config)  # config.compilation_cache_dir ("" = off), before the first compile
     out = train(config, flag_values["allow_config_change"].value)
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")

@@ -56,7 +56,7 @@ def test_videomme(tmp_path):
   s = samples["001-1"]
   assert s.options == ("One.", "Two.", "Three.", "Four.") and s.answer == 2
   assert s.video == str(root / "data" / "fFjv93ACGo8.mp4")
-  assert s.meta == {"duration": "short", "domain": "Knowledge", "sub_category": "History",
+  assert s.meta == {"task": "videomme", "duration": "short", "domain": "Knowledge", "sub_category": "History",
                     "task_type": "Counting Problem"}
   assert samples["002-1"].video.endswith("zzz.mkv") and samples["002-1"].answer == 1
   assert json.loads(open(out).readline())["video"] == "data/fFjv93ACGo8.mp4"  # relative to the output file
@@ -93,9 +93,10 @@ def test_mlvu(tmp_path):
   assert result["reasons"] == {"answer_not_in_options": 1, "missing_field": 1}
   samples, _ = read_out(out)
   s = samples["1_plotQA-0"]
-  assert s.answer_letter == "C" and s.options[2] == "a book" and s.meta["task"] == "1_plotQA"
+  assert s.answer_letter == "C" and s.options[2] == "a book"
+  assert s.meta == {"task": "mlvu", "task_type": "plotQA", "duration": 246}
   assert s.video == str(root / "video" / "1_plotQA" / "movie101_66.mp4")
-  assert samples["4_count-0"].answer == 3
+  assert samples["4_count-0"].answer == 3 and samples["4_count-0"].meta["task_type"] == "count"
   assert json.loads(open(out).readline())["video"] == "MLVU/video/1_plotQA/movie101_66.mp4"
 
 
@@ -117,7 +118,8 @@ def test_longvideobench(tmp_path):
   assert (result["written"], result["skipped"], result["reasons"]) == (2, 1, {"missing_field": 1})
   samples, _ = read_out(out)
   assert samples["86CxyhFV9MI_0"].answer_letter == "E" and len(samples["86CxyhFV9MI_0"].options) == 5
-  assert samples["86CxyhFV9MI_0"].meta["question_category"] == "TOS"
+  assert samples["86CxyhFV9MI_0"].meta == {"task": "longvideobench", "question_category": "TOS", "duration": 501.9,
+                                           "topic_category": "NP-News-Programs", "level": "L2-Relation"}
   s = samples["abc_3"]
   assert (s.start, s.end, s.answer) == (2.0, 9.5, 1) and s.video == str(root / "videos" / "abc.mp4")
 
@@ -149,7 +151,7 @@ def test_nextqa(tmp_path):
   samples = {json.loads(x)["id"]: json.loads(x) for x in open(out)}
   s = samples["4010069381_6"]
   assert s["video"] == "NExTVideo/1006/4010069381.mp4" and s["answer"] == "A" and len(s["options"]) == 5
-  assert s["type"] == "CH"
+  assert s["type"] == "CH" and s["task"] == "nextqa"
   assert samples["2440175990_1"]["answer"] == "D"
   ds = jf.read_jsonl(out)  # the missing video is skipped by the reader
   assert ds.summary() == "nextqa_val.jsonl: 2 samples read, 1 skipped (reasons: missing_video=1)"

@@ -65,7 +65,7 @@ def encoder(model_dir):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  """4 good videos (v0 asked about twice), a truncated one, a missing one, a bad answer, a too-short one."""
+  """4 good videos (v0 asked about twice), a truncated one, a missing one, a bad answer, a window past a video's end."""
   root = tmp_path_factory.mktemp("dataset")
   (root / "videos").mkdir()
   rng = np.random.default_rng(0)
@@ -79,10 +79,11 @@ def dataset(tmp_path_factory):
   vd.write_video(str(root / "videos" / "short.mp4"), rng.integers(0, 256, (3, 40, 48, 3), np.uint8), fps=4)
 
   def rec(i, video, answer, **kw):
-    return dict(id=f"s{i}", video=video, question=QUESTIONS[i % 4], options=OPTIONS[i % 2], answer=answer, **kw)
+    return dict(id=f"s{i}", video=video, question=QUESTIONS[i % 4], options=OPTIONS[i % 2], answer=answer,
+                task="nextqa", **kw)  # the lmms_eval prompt style of experiments/llava_ov_*.py reads it
   lines = [rec(0, "videos/v0.mp4", "A"), rec(1, "videos/truncated.mp4", "B"), rec(2, "videos/v1.mp4", "C"),
            rec(3, "videos/missing.mp4", "A"), rec(4, "videos/v2.mp4", "F"), rec(5, "videos/v0.mp4", "D"),
-           rec(6, "videos/short.mp4", "A"), rec(7, "videos/v2.mp4", "B", start=0.5, end=3.0),
+           rec(6, "videos/short.mp4", "A", start=5.0, end=6.0), rec(7, "videos/v2.mp4", "B", start=0.5, end=3.0),
            rec(8, "videos/v3.mp4", "C")]
   path = root / "data.jsonl"
   path.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -111,7 +112,7 @@ def test_cache_holds_the_vision_tokens_of_the_decoded_frames(built, dataset, llm
   cache_dir, report = built
   assert report.summary().splitlines()[0] == (
       "data.jsonl: 9 samples read, 4 skipped (reasons: answer_not_in_options=1, missing_video=1, "
-      "too_few_frames=1, truncated_video=1)")
+      "no_frames=1, truncated_video=1)")
   assert (report.samples, report.entries, report.built, report.reused, report.rebuilt) == (5, 4, 4, 0, 0)
   assert encoder.preprocess.mean == (0.5, 0.45, 0.4)  # read from the checkpoint folder
   src = fc.CachedFeatureSource(cache_dir, dataset_path=dataset)
@@ -206,10 +207,13 @@ def test_eval_over_the_cached_dataset(built, dataset, llm, encoder):
   src = fc.CachedFeatureSource(cache_dir, dataset_path=dataset)
   batches = lambda: fc.iterate_batches(src, 5, llm.prompts, SUFFIX_LEN)
   first = next(batches())
-  assert set(first) == {"visual", "prefix", "suffix", "suffix_len", "answer", "num_options"}
+  assert set(first) == {"visual", "prefix", "suffix", "suffix_len", "answer", "num_options", "id"}
   results = evaluation.evaluate_methods(llm, batches, (1.0, 0.5), ["uniform_pool", "random"], {},
                                         random_seeds=1)
   assert results["_samples"] == 5
+  per_sample = results["_per_sample"][("full", 1.0)]  # each sample's result by id (the category breakdown's input)
+  assert sorted(per_sample) == ["s0", "s2", "s5", "s7", "s8"]
+  assert sum(per_sample.values()) / 5 == pytest.approx(results[("full", 1.0)])
   for key in (("full", 1.0), ("uniform_pool", 0.5), ("random", 0.5)):
     assert 0.0 <= results[key] <= 1.0
   # The same accuracy from the decoded videos, without the cache.
@@ -269,7 +273,7 @@ def test_cache_command_line(dataset, model_dir, tmp_path):
   out = run_cache_cli(f"--config={config}")
   assert out.returncode == 0, out.stderr[-3000:]
   assert ("[train] data.jsonl: 9 samples read, 4 skipped (reasons: answer_not_in_options=1, missing_video=1, "
-          "too_few_frames=1, truncated_video=1)") in out.stdout
+          "no_frames=1, truncated_video=1)") in out.stdout
   assert "5 samples, 4 entries (0 reused, 4 built, 0 rebuilt)" in out.stdout
   assert "truncated.mp4: the stream ended after frame" in out.stderr  # the warning names the file
   strict = run_cache_cli(f"--config={config}", "--strict")
@@ -327,8 +331,8 @@ def test_a_split_with_no_usable_samples_is_an_error(dataset, built, model_dir, e
   """Issue 10: zero usable samples fails at the cache build and where train/eval open the split, naming the
   file and the skips (it used to "succeed" and end training with a bare StopIteration)."""
   videos = os.path.join(os.path.dirname(dataset), "videos")
-  rec = lambda i, v: json.dumps(dict(id=f"z{i}", video=os.path.join(videos, v), question=QUESTIONS[0],
-                                     options=OPTIONS[0], answer="A"))
+  rec = lambda i, v, **kw: json.dumps(dict(id=f"z{i}", video=os.path.join(videos, v), question=QUESTIONS[0],
+                                           options=OPTIONS[0], answer="A", **kw))
   bad = tmp_path / "bad.jsonl"
   bad.write_text("\n".join(["{not json", rec(1, "gone.mp4"), "[1, 2"]) + "\n")
   config = jsonl_config(model_dir, bad, tmp_path)
@@ -340,9 +344,9 @@ def test_a_split_with_no_usable_samples_is_an_error(dataset, built, model_dir, e
     cache_cli.open_source(config, "train")
   # Every video fails to decode: the build fails after recording the skips; the cached split fails to open.
   undecodable = tmp_path / "undecodable.jsonl"
-  undecodable.write_text(rec(1, "truncated.mp4") + "\n" + rec(2, "short.mp4") + "\n")
+  undecodable.write_text(rec(1, "truncated.mp4") + "\n" + rec(2, "short.mp4", start=5.0, end=6.0) + "\n")
   config = jsonl_config(model_dir, undecodable, tmp_path)
-  want = re.escape(f"{undecodable}: no usable samples (2 skipped: too_few_frames=1, truncated_video=1)")
+  want = re.escape(f"{undecodable}: no usable samples (2 skipped: no_frames=1, truncated_video=1)")
   with pytest.raises(jf.DatasetError, match=want):
     cache_cli.build(config, encoder=encoder)
   with pytest.raises(jf.DatasetError, match=want):
@@ -353,7 +357,7 @@ def test_a_split_with_no_usable_samples_is_an_error(dataset, built, model_dir, e
   config.data.cache_dir = str(tmp_path / "full")
   assert len(cache_cli.open_source(config, "train", max_options=4)) == 5
   with pytest.raises(jf.DatasetError, match=re.escape(
-      f"{dataset}: no usable samples (9 skipped: answer_not_in_options=1, missing_video=1, too_few_frames=1, "
+      f"{dataset}: no usable samples (9 skipped: answer_not_in_options=1, missing_video=1, no_frames=1, "
       "too_many_options=5, truncated_video=1)")):
     cache_cli.open_source(config, "train", max_options=2)
 
@@ -439,7 +443,7 @@ def eval_dataset(root):
            dict(id="e3", video="videos/v0.mp4", question=QUESTIONS[3], options=OPTIONS[0] + ["square"],
                 answer="E"),
            dict(id="e4", video="videos/gone.mp4", question=QUESTIONS[0], options=OPTIONS[0], answer="A")]
-  (root / "eval.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+  (root / "eval.jsonl").write_text("".join(json.dumps(dict(x, task="nextqa")) + "\n" for x in lines))
 
 
 def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, monkeypatch):

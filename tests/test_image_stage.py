@@ -22,7 +22,7 @@ from score_jax.testing.smoke import override, smoke_config
 
 FRAMES = 8
 OPTIONS = ["red", "blue", "green", "cyan"]
-VIDEO_KEYS = {"frames", "question", "options", "num_options", "answer", "id"}  # VideoSampleSource's items
+VIDEO_KEYS = {"frames", "question", "options", "num_options", "answer", "id", "task"}  # VideoSampleSource's items
 
 
 def _solid(color, size=(56, 40)):

@@ -67,10 +67,33 @@ def test_decode_errors_name_the_file(tmp_path):
   assert e.value.reason == jf.UNREADABLE_VIDEO
   with pytest.raises(vd.MissingVideoError, match="nothere.mp4: no such video file"):
     vd.decode_video(str(tmp_path / "nothere.mp4"), 8)
-  with pytest.raises(vd.TooFewFramesError, match="good.mp4: 20 frames .* 32 were asked for"):
-    vd.decode_video(good, 32)
-  with pytest.raises(vd.TooFewFramesError, match=r"6 frames in the window \[0.5, 1.0\] s"):
-    vd.decode_video(good, 8, start=0.5, end=1.0)
+  with pytest.raises(vd.NoFramesError, match=r"good.mp4: no frames in the window \[5.0, 6.0\] s") as e:
+    vd.decode_video(good, 8, start=5.0, end=6.0)  # the video ends at 2 s
+  assert e.value.reason == jf.NO_FRAMES
+
+
+def lmms_eval_indices(total_frame_num, max_frames_num):
+  """`LlavaOneVision.load_video` in lmms-eval @75571cfe (lmms_eval/models/simple/llava_onevision.py), as read."""
+  return np.linspace(0, total_frame_num - 1, max_frames_num, dtype=int).tolist()
+
+
+def test_short_videos_repeat_frames_as_lmms_eval_does(tmp_path):
+  """Issue 12: a 20-frame video sampled at 32 frames is not dropped; its indices are lmms-eval's."""
+  written = frames_of(20, seed=3)
+  path = vd.write_video(str(tmp_path / "twenty.mp4"), written, fps=10)
+  info = vd.probe(path)
+  idx = vd.sample_indices(info, 32)
+  assert idx.tolist() == lmms_eval_indices(20, 32)
+  assert idx.tolist()[:6] == [0, 0, 1, 1, 2, 3] and sorted(set(idx.tolist())) == list(range(20))
+  frames = vd.decode_video(path, 32)
+  assert frames.shape == (32, 24, 32, 3)
+  np.testing.assert_array_equal(frames, written[idx])
+  for n in (1, 7, 19, 20, 21, 64):  # every length: below, at and above the video's frame count
+    assert vd.sample_indices(info, n).tolist() == lmms_eval_indices(20, n)
+  one = vd.write_video(str(tmp_path / "one.mp4"), written[:1], fps=10)
+  np.testing.assert_array_equal(vd.decode_video(one, 4), np.repeat(written[:1], 4, axis=0))
+  window = vd.sample_indices(info, 8, start=0.5, end=1.0)  # 6 frames in the window: 5..10
+  assert window.tolist() == [5 + i for i in lmms_eval_indices(6, 8)]
 
 
 def test_preprocess_settings_and_resize(tmp_path):
@@ -114,7 +137,7 @@ def video_dir(tmp_path):
   for i in range(3):
     vd.write_video(str(tmp_path / "videos" / f"v{i}.mp4"), frames_of(16, seed=i), fps=8, faststart=True)
   truncated_copy(str(tmp_path / "videos" / "v0.mp4"), str(tmp_path / "videos" / "truncated.mp4"))
-  vd.write_video(str(tmp_path / "videos" / "short.mp4"), frames_of(3), fps=8)
+  vd.write_video(str(tmp_path / "videos" / "short.mp4"), frames_of(3, seed=5), fps=8)
   return tmp_path
 
 
@@ -180,17 +203,20 @@ def test_no_usable_samples_message():
 
 def test_decoding_skips_bad_videos_and_processes_the_rest(video_dir):
   path = write_dataset(str(video_dir), [q("videos/v0.mp4", id="a"), q("videos/truncated.mp4", id="trunc"),
-                                        q("videos/short.mp4", id="short"), q("videos/v1.mp4", id="b")])
+                                        q("videos/short.mp4", id="short"), q("videos/v1.mp4", id="b"),
+                                        q("videos/v2.mp4", id="late", start=10.0, end=11.0)])
   ds = jf.read_jsonl(path)
   settings = ip.PreprocessSettings(image_size=16)
   got = list(decode_dataset(ds.samples, 8, settings, ds.problems))
-  assert [s.id for s, _ in got] == ["a", "b"]
+  assert [s.id for s, _ in got] == ["a", "short", "b"]  # 3 frames sampled at 8 repeat frames
   want = ip.preprocess_frames(vd.decode_video(str(video_dir / "videos" / "v1.mp4"), 8), settings)
-  np.testing.assert_array_equal(got[1][1], want)
-  assert ds.summary() == "data.jsonl: 4 samples read, 2 skipped (reasons: too_few_frames=1, truncated_video=1)"
+  np.testing.assert_array_equal(got[2][1], want)
+  short = ip.preprocess_frames(frames_of(3, seed=5)[lmms_eval_indices(3, 8)], settings)
+  np.testing.assert_array_equal(got[1][1], short)  # lossless mp4: frames 0, 0, 0, 0, 1, 1, 1, 2
+  assert ds.summary() == "data.jsonl: 5 samples read, 2 skipped (reasons: no_frames=1, truncated_video=1)"
   problems = {p.sample_id: str(p) for p in ds.problems.problems}
   assert "truncated.mp4: the stream ended" in problems["trunc"] or "truncated.mp4: decoding failed" in problems["trunc"]
-  assert "short.mp4: 3 frames" in problems["short"]
+  assert "v2.mp4: no frames in the window [10.0, 11.0] s" in problems["late"]
   strict = jf.read_jsonl(path, strict=True)
   with pytest.raises(jf.DatasetError, match="truncated.mp4"):
     list(decode_dataset(strict.samples, 8, settings, strict.problems))

@@ -9,7 +9,9 @@ then Dense(2); the keep logit is out[1] - out[0], i.e. a two-way keep/drop categ
 probability is sigmoid(logit) (that is what the per-token PPO in `rl/ppo.py` uses), while the samplers use
 the softmax of the same logits within a frame. Positions: visual token i at RoPE position i, question token j
 at T*P + j (the question follows the video in the prompt). CaCoVID uses the LLM width (hidden = d, no
-projection); `hidden=None` does the same. Self-attention materialises [B, heads, T*P + L, T*P + L] scores.
+projection); `hidden=None` does the same. The layers are Qwen2's (same parameter tree as
+`Qwen2DecoderLayer`) with memory-efficient attention: query blocks recomputed in the backward pass
+(`blocked_attention`), so no [B, heads, T*P + L, T*P + L] score tensor is ever whole.
 Reference: "CaCoVID: contribution-aware token compression for video LLMs" (arXiv 2602.01649).
 """
 from __future__ import annotations
@@ -19,15 +21,47 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from score_jax.models.attention import attention_mask
+from score_jax.compress.blocked_attention import DEFAULT_BLOCK, blocked_attention
 from score_jax.models.configs import Qwen2Config
-from score_jax.models.qwen2 import Qwen2DecoderLayer, RMSNorm
-from score_jax.models.rope import rope_cos_sin
+from score_jax.models.qwen2 import Qwen2MLP, RMSNorm
+from score_jax.models.rope import apply_rope, rope_cos_sin
 
 
 class CaCoVIDLogits(NamedTuple):
   token: jnp.ndarray  # float32 [B, T, P] keep logits
   frame: jnp.ndarray  # float32 [B, T] keep logits
+
+
+class PolicySelfAttention(nn.Module):
+  """Qwen2's attention projections (q/k/v_proj with bias, o_proj without) and RoPE, blocked compute."""
+  cfg: Qwen2Config
+  block: int = DEFAULT_BLOCK
+
+  @nn.compact
+  def __call__(self, x, cos, sin, key_valid):
+    cfg, (b, l, _) = self.cfg, x.shape
+    hd = cfg.head_size
+    q = nn.Dense(cfg.num_attention_heads * hd, name="q_proj")(x).reshape(b, l, -1, hd)
+    k = nn.Dense(cfg.num_key_value_heads * hd, name="k_proj")(x).reshape(b, l, -1, hd)
+    v = nn.Dense(cfg.num_key_value_heads * hd, name="v_proj")(x).reshape(b, l, -1, hd)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = blocked_attention(q, k, v, key_valid, self.block).reshape(b, l, -1)
+    return nn.Dense(cfg.hidden_size, use_bias=False, name="o_proj")(out)
+
+
+class PolicyDecoderLayer(nn.Module):
+  """A non-causal Qwen2 decoder layer (parameters named as `Qwen2DecoderLayer`'s) over x [B, L, h]
+  with padded keys masked out (`key_valid` [B, L]), attention computed in blocks."""
+  cfg: Qwen2Config
+  block: int = DEFAULT_BLOCK
+
+  @nn.compact
+  def __call__(self, x, cos, sin, key_valid):
+    eps = self.cfg.rms_norm_eps
+    h = RMSNorm(eps, name="input_layernorm")(x)
+    x = x + PolicySelfAttention(self.cfg, self.block, name="self_attn")(h, cos, sin, key_valid)
+    h = RMSNorm(eps, name="post_attention_layernorm")(x)
+    return x + Qwen2MLP(self.cfg, name="mlp")(h)
 
 
 class HalvingHead(nn.Module):
@@ -89,9 +123,9 @@ class CaCoVIDPolicy(nn.Module):
     valid = jnp.concatenate([jnp.ones((b, n), bool), question_mask.astype(bool)], axis=1)
     positions = jnp.broadcast_to(jnp.arange(n + lq), (b, n + lq))
     cos, sin = rope_cos_sin(positions, cfg.head_size, cfg.rope_theta)
-    mask = attention_mask(valid, valid, causal=False)
     for i in range(self.num_layers):
-      x, _ = Qwen2DecoderLayer(cfg, name=f"layer_{i}")(x, cos, sin, mask)
+      # Padded question tokens are masked as keys; as queries their rows never reach a visual output.
+      x = PolicyDecoderLayer(cfg, name=f"layer_{i}")(x, cos, sin, valid)
     vis = x[:, :n].reshape(b, t, p, width)
     norm = RMSNorm(self.rms_norm_eps, name="norm")
     token = HalvingHead(width, self.halvings, name="token_head")(norm(vis))

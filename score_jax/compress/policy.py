@@ -8,8 +8,10 @@ state[t, p] = concat[LN(x), LN(residual) (use_residual), surprise scalar (use_su
   -> LayerNorm -> Dense(1) = keep logit.
 
 With `query_conditioned=True` each block also cross-attends to projected question embeddings.
-Self-attention materialises [B, heads, T*P, T*P] scores (about 0.6 GB per sample in float32
-for 32x196 tokens and 4 heads); use num_layers=0 where that is too much.
+Attention runs in query blocks recomputed in the backward pass (`blocked_attention`), so no
+[B, heads, T*P, T*P] score tensor (0.6 GB per sample at 32x196 tokens and 4 heads) is ever whole;
+its parameters are named as `nn.MultiHeadDotProductAttention`'s (query/key/value/out), so checkpoints
+of the earlier module load unchanged.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from score_jax.compress.blocked_attention import DEFAULT_BLOCK, blocked_attention
 from score_jax.compress.surprise import surprise_memory, surprise_state
 
 
@@ -32,6 +35,27 @@ class _MLP(nn.Module):
     return nn.Dense(self.hidden, name="fc2")(h)
 
 
+class PolicyAttention(nn.Module):
+  """Multi-head attention with `nn.MultiHeadDotProductAttention`'s parameters (query, key, value: [in,
+  heads, head_dim] + bias; out: [heads, head_dim, features] + bias) and memory-efficient blocked compute.
+  Dropout (rate `dropout`) acts on its output, not on the attention weights."""
+  num_heads: int
+  features: int
+  dropout: float = 0.0
+  block: int = DEFAULT_BLOCK
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, context: jnp.ndarray, key_valid: jnp.ndarray | None = None,
+               deterministic: bool = True) -> jnp.ndarray:
+    if self.features % self.num_heads:
+      raise ValueError(f"hidden={self.features} must be divisible by num_heads={self.num_heads}.")
+    proj = lambda name: nn.DenseGeneral((self.num_heads, self.features // self.num_heads), name=name)
+    q, k, v = proj("query")(x), proj("key")(context), proj("value")(context)
+    h = blocked_attention(q, k, v, key_valid, self.block)
+    h = nn.DenseGeneral(self.features, axis=(-2, -1), name="out")(h)
+    return nn.Dropout(self.dropout)(h, deterministic=deterministic)
+
+
 class PolicyBlock(nn.Module):
   """Pre-LN block: self-attention [+ cross-attention to the question] + MLP."""
   hidden: int
@@ -42,17 +66,14 @@ class PolicyBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, query: jnp.ndarray | None = None,
                query_mask: jnp.ndarray | None = None, deterministic: bool = True) -> jnp.ndarray:
-    attn = lambda name: nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, qkv_features=self.hidden, out_features=self.hidden,
-        dropout_rate=self.dropout, deterministic=deterministic, name=name)
+    attn = lambda name: PolicyAttention(self.num_heads, self.hidden, self.dropout, name=name)
     h = nn.LayerNorm(name="ln_self")(x)
-    x = x + attn("self_attn")(h, h)
+    x = x + attn("self_attn")(h, h, None, deterministic)
     if query is not None:
       h = nn.LayerNorm(name="ln_cross")(x)
       if query_mask is None:
         query_mask = jnp.ones(query.shape[:2], bool)
-      mask = query_mask[:, None, None, :]  # [B, 1, 1, Lq]
-      out = attn("cross_attn")(h, query, mask=mask)
+      out = attn("cross_attn")(h, query, query_mask, deterministic)
       x = x + out * jnp.any(query_mask, axis=-1)[:, None, None]  # empty question: no update
     h = nn.LayerNorm(name="ln_mlp")(x)
     return x + _MLP(self.hidden, self.mlp_ratio, self.dropout, name="mlp")(h, deterministic)

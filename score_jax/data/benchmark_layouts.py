@@ -1,26 +1,32 @@
 """Converters from the public layouts of video QA benchmarks (local, already downloaded) to the JSONL format.
 
-    python -m score_jax.data.benchmark_layouts --layout videomme --src ~/data/Video-MME --out videomme.jsonl
+    python -m score_jax.data.benchmark_layouts --layout videomme_hf --src ~/data/Video-MME --out videomme.jsonl
+    python -m score_jax.data.benchmark_layouts --layout mlvu_hf --src ~/data/MLVU_dev --out mlvu_dev.jsonl
     python -m score_jax.data.benchmark_layouts --layout nextqa --src ~/data/NExTQA/val.csv \\
         --videos ~/data/NExTQA/NExTVideo --map ~/data/NExTQA/map_vid_vidorID.json --out nextqa_val.jsonl
 
 Expected inputs (`--src` is the benchmark's root folder or its annotation file; `--videos` overrides
 where the videos are looked for). Annotation tables may be .json (a list, or a dict holding one),
-.jsonl, .csv or .parquet (parquet needs `pyarrow`).
+.jsonl, .csv or .parquet (`score_jax.data.annotation_io`); video extensions match in any case.
 
-- videomme (lmms-lab/Video-MME): `videomme/test-*.parquet` (or a .json/.jsonl export of it) with
-  rows {videoID, question_id, question, options: ["A. ...", "B. ...", ...], answer: "C", duration,
-  domain, sub_category, task_type}; videos `data/<videoID>.mp4` next to the `videomme/` folder.
+The Hugging Face snapshots that lmms-eval reads: `videomme_hf`, `mlvu_hf`, `longvideobench_hf`,
+`nextqa_hf` (`score_jax.data.hf_snapshots`; `videomme` is the same layout as `videomme_hf`). The
+original releases:
 - mlvu (MLVU dev): `json/<task>.json` (e.g. `1_plotQA.json`), each a list of {video, question,
   candidates: [...], answer: <text of the right candidate>, duration, question_type}; videos
-  `video/<task>/<video>`. Entries without candidates (open-ended tasks) are skipped.
+  `video/<task>/<video>`. Entries without candidates (open-ended tasks) are skipped. `task_type` is
+  the file's task without its number ("plotQA", "needle", ...), as in the Hugging Face MLVU_dev.
 - longvideobench: `lvb_val.json`, a list of {id, video_path, question, candidates: [...],
-  correct_choice: <index>, duration, question_category, ...} (optional `start`/`end` seconds are
-  kept); videos `videos/<video_path>`. Test files without `correct_choice` are skipped.
-- nextqa (NExT-QA multiple choice): a csv (`val.csv`, `test.csv`; or the lmms-lab parquet) with
-  columns video, qid, question, a0..a4, answer (index 0-4), type; `map_vid_vidorID.json`
-  ({"<video>": "<folder>/<vidorID>"}, searched next to the csv if `--map` is not given); videos
+  correct_choice: <index>, duration, duration_group, question_category, ...} (optional
+  `start`/`end` seconds are kept); videos `videos/<video_path>`. Test files without
+  `correct_choice` are skipped.
+- nextqa (NExT-QA multiple choice): a csv (`val.csv`, `test.csv`) with columns video, qid,
+  question, a0..a4, answer (index 0-4), type; `map_vid_vidorID.json` ({"<video>":
+  "<folder>/<vidorID>"}, searched next to the csv if `--map` is not given); videos
   `<videos>/<folder>/<vidorID>.mp4` (default `NExTVideo/` next to the csv).
+
+Every record gets `task` ("videomme", "mlvu", "longvideobench" or "nextqa") and keeps the category
+fields lmms-eval reports by (`score_jax.data.benchmark_tasks`).
 
 Video paths are written relative to the output file's folder. Records that cannot be converted
 (no answer, an answer not among the options, a missing field) are skipped with a warning and counted
@@ -29,7 +35,6 @@ in a summary line; a video that does not exist yet is only counted (the reader s
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import json
 import os
@@ -38,111 +43,14 @@ from typing import Callable, Iterable
 
 from absl import logging
 
+from score_jax.data import benchmark_tasks as bt
+from score_jax.data import hf_snapshots as hf
 from score_jax.data import jsonl_format as jf
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-_LETTER_PREFIX = re.compile(r"^\s*\(?([A-J])\s*[\.\):]\s*")
-
-
-class LayoutError(ValueError):
-  """Benchmark files that are not where or what the layout expects."""
-
-
-# ------------------------------------------------------------------------------------ table reading
-
-def read_table(path: str) -> list[dict]:
-  """Rows of a .json / .jsonl / .csv / .parquet annotation file as dicts."""
-  if not os.path.isfile(path):
-    raise LayoutError(f"Annotation file {path} does not exist.")
-  ext = os.path.splitext(path)[1].lower()
-  if ext == ".parquet":
-    try:
-      import pyarrow.parquet as pq
-    except ImportError:
-      raise LayoutError(f"{path}: reading parquet needs `pip install pyarrow` (or convert it to json).") from None
-    return pq.read_table(path).to_pylist()
-  with open(path, encoding="utf-8") as f:
-    if ext == ".csv":
-      return list(csv.DictReader(f))
-    if ext == ".jsonl":
-      return [json.loads(line) for line in f if line.strip()]
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise LayoutError(f"{path} is not valid JSON ({e}).") from e
-  if isinstance(data, dict):
-    lists = [v for v in data.values() if isinstance(v, list)]
-    if len(lists) != 1:
-      raise LayoutError(f"{path}: expected a list of records (or a dict holding exactly one list).")
-    data = lists[0]
-  if not isinstance(data, list):
-    raise LayoutError(f"{path}: expected a list of records, got {type(data).__name__}.")
-  return data
-
-
-def find_video(folder: str, stem_or_name: str) -> str:
-  """`folder/name` if it has an extension, else the first existing `folder/stem.<ext>` (default .mp4)."""
-  path = os.path.join(folder, stem_or_name)
-  if os.path.splitext(stem_or_name)[1].lower() in VIDEO_EXTENSIONS:
-    return path
-  for ext in VIDEO_EXTENSIONS:
-    if os.path.exists(path + ext):
-      return path + ext
-  return path + ".mp4"
-
-
-def strip_letter(option: str, index: int) -> str:
-  """"B. A cup." -> "A cup." when the prefix is the option's own letter."""
-  m = _LETTER_PREFIX.match(option)
-  if m and m.group(1) == jf.LETTERS[index]:
-    return option[m.end():].strip()
-  return option.strip()
-
-
-def _need(row: dict, *fields: str):
-  for f in fields:
-    if row.get(f) in (None, ""):
-      raise jf.BadSample(jf.MISSING_FIELD, f"missing field {f!r}")
-  return [row[f] for f in fields]
-
-
-def _letter(index, num_options: int) -> str:
-  """The letter of a 0-based answer index."""
-  try:
-    i = int(index)
-  except (TypeError, ValueError):
-    raise jf.BadSample(jf.BAD_FIELD, f"answer index {index!r} is not an integer") from None
-  if not 0 <= i < min(num_options, len(jf.LETTERS)):
-    raise jf.BadSample(jf.ANSWER_NOT_IN_OPTIONS, f"answer index {i} is not among the {num_options} options")
-  return jf.LETTERS[i]
+from score_jax.data.annotation_io import LayoutError, keep_fields, letter, need, read_table, strip_letter  # noqa: F401
+from score_jax.data.video_files import VIDEO_EXTENSIONS, find_video  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------ layouts
-
-def videomme_records(src: str, videos: str | None = None) -> Iterable[tuple[str, dict | Callable]]:
-  if os.path.isdir(src):
-    files = sorted(glob.glob(os.path.join(src, "videomme", "*.parquet")) or
-                   glob.glob(os.path.join(src, "videomme", "*.json*")) or glob.glob(os.path.join(src, "*.parquet")))
-    if not files:
-      raise LayoutError(f"{src}: no videomme/*.parquet (or .json/.jsonl) annotation files.")
-    root = src
-  else:
-    files, root = [src], os.path.dirname(os.path.dirname(os.path.abspath(src)))
-    if not os.path.isdir(os.path.join(root, "data")):
-      root = os.path.dirname(os.path.abspath(src))
-  videos = videos or os.path.join(root, "data")
-  for path in files:
-    for i, row in enumerate(read_table(path)):
-      def make(row=row):
-        vid, question, options, answer = _need(row, "videoID", "question", "options", "answer")
-        if isinstance(options, str):
-          options = json.loads(options) if options.strip().startswith("[") else options.split("\n")
-        opts = [strip_letter(str(o), j) for j, o in enumerate(options)]
-        meta = {k: row[k] for k in ("duration", "domain", "sub_category", "task_type") if row.get(k) is not None}
-        return {"id": str(row.get("question_id") or f"{vid}-{i}"), "video": find_video(videos, str(vid)),
-                "question": question, "options": opts, "answer": str(answer).strip(), **meta}
-      yield f"{path}:{i + 1}", make
-
 
 def mlvu_records(src: str, videos: str | None = None) -> Iterable[tuple[str, Callable]]:
   json_dir = os.path.join(src, "json") if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))
@@ -156,13 +64,14 @@ def mlvu_records(src: str, videos: str | None = None) -> Iterable[tuple[str, Cal
       def make(row=row, task=task, i=i):
         if not row.get("candidates"):
           raise jf.BadSample(jf.MISSING_FIELD, "no 'candidates' (an open-ended task)")
-        video, question, cands, answer = _need(row, "video", "question", "candidates", "answer")
+        video, question, cands, answer = need(row, "video", "question", "candidates", "answer")
         cands = [str(c) for c in cands]
         if str(answer) not in cands:
           raise jf.BadSample(jf.ANSWER_NOT_IN_OPTIONS, f"answer {answer!r} is not one of the candidates {cands}")
-        meta = {k: row[k] for k in ("duration", "question_type") if row.get(k) is not None}
-        return {"id": f"{task}-{i}", "video": os.path.join(videos, task, str(video)), "question": question,
-                "options": cands, "answer": jf.LETTERS[cands.index(str(answer))], "task": task, **meta}
+        return {"id": f"{task}-{i}", "video": find_video(os.path.join(videos, task), str(video)),
+                "question": question, "options": cands, "answer": jf.LETTERS[cands.index(str(answer))],
+                "task": bt.MLVU, **keep_fields(row, bt.META_FIELDS[bt.MLVU]),
+                "task_type": re.sub(r"^\d+_", "", task)}
       yield f"{path}:{i + 1}", make
 
 
@@ -173,15 +82,13 @@ def longvideobench_records(src: str, videos: str | None = None) -> Iterable[tupl
     def make(row=row, i=i):
       if row.get("correct_choice") is None:
         raise jf.BadSample(jf.MISSING_FIELD, "no 'correct_choice' (a test split without answers?)")
-      video, question, cands, choice = _need(row, "video_path", "question", "candidates", "correct_choice")
-      rec = {"id": str(row.get("id") or f"lvb-{i}"), "video": os.path.join(videos, str(video)),
-             "question": question, "options": [str(c) for c in cands], "answer": _letter(choice, len(cands))}
+      video, question, cands, choice = need(row, "video_path", "question", "candidates", "correct_choice")
+      rec = {"id": str(row.get("id") or f"lvb-{i}"), "video": find_video(videos, str(video)),
+             "question": question, "options": [str(c) for c in cands], "answer": letter(choice, len(cands))}
       for k in ("start", "end"):
         if row.get(k) is not None:
           rec[k] = float(row[k])
-      rec.update({k: row[k] for k in ("duration", "question_category", "topic_category", "level")
-                  if row.get(k) is not None})
-      return rec
+      return dict(rec, task=bt.LONGVIDEOBENCH, **keep_fields(row, bt.META_FIELDS[bt.LONGVIDEOBENCH]))
     yield f"{path}:{i + 1}", make
 
 
@@ -200,20 +107,13 @@ def nextqa_records(src: str, videos: str | None = None, map_file: str | None = N
   videos = videos or os.path.join(here, "NExTVideo")
   for i, row in enumerate(read_table(src)):
     def make(row=row, i=i):
-      video, question, answer = _need(row, "video", "question", "answer")
-      opts = [row.get(f"a{j}") for j in range(5)]
-      if any(o in (None, "") for o in opts):
-        raise jf.BadSample(jf.MISSING_FIELD, "NExT-QA rows need options a0..a4")
-      video = str(video)
-      rel = vmap.get(video, video)
-      return {"id": f"{video}_{row.get('qid', i)}", "video": find_video(videos, rel),
-              "question": str(question).strip(), "options": [str(o).strip() for o in opts],
-              "answer": _letter(answer, len(opts)), **({"type": row["type"]} if row.get("type") else {})}
+      video = str(row.get("video"))
+      return hf.nextqa_record(dict(row, qid=row.get("qid", i)), find_video(videos, vmap.get(video, video)))
     yield f"{src}:{i + 2 if src.endswith('.csv') else i + 1}", make
 
 
-LAYOUTS = {"videomme": videomme_records, "mlvu": mlvu_records, "longvideobench": longvideobench_records,
-           "nextqa": nextqa_records}
+LAYOUTS = {"videomme": hf.videomme_records, "mlvu": mlvu_records, "longvideobench": longvideobench_records,
+           "nextqa": nextqa_records, **hf.LAYOUTS}
 
 
 def convert(layout: str, src: str, out: str, videos: str | None = None, map_file: str | None = None,
@@ -260,9 +160,10 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m score_jax.data.benchmark_layouts",
                               description="Convert a benchmark's public layout to the score_jax JSONL format.")
   p.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
-  p.add_argument("--src", required=True, help="benchmark root folder or annotation file")
+  p.add_argument("--src", required=True, help="benchmark root (or Hugging Face snapshot) folder, or annotation file")
   p.add_argument("--out", required=True, help="output .jsonl file")
-  p.add_argument("--videos", default=None, help="folder of the videos (default: the layout's usual place)")
+  p.add_argument("--videos", default=None, help="folder of the videos (default: the layout's usual place; *_hf: "
+                                                 "the snapshot folder, where lmms-eval extracts the video archives)")
   p.add_argument("--map", default=None, help="nextqa: map_vid_vidorID.json")
   p.add_argument("--strict", action="store_true", help="stop at the first record that cannot be converted")
   args = p.parse_args(argv)

@@ -348,9 +348,10 @@ def _next_generation(cache_dir: str) -> int:
 
 
 def cache_record(s, key: str) -> dict:
-  """A sample (`jf.Sample` or any with id, question, options, answer, source) as the manifest lists it."""
+  """A sample (`jf.Sample` or any with id, question, options, answer, source) as the manifest lists it;
+  "task" is its record's benchmark task ("" if none), which the lmms_eval prompt style reads."""
   return {"id": s.id, "question": s.question, "options": list(s.options), "answer": s.answer, "entry": key,
-          "source": s.source}
+          "source": s.source, "task": str(getattr(s, "meta", {}).get("task") or "")}
 
 
 def build_cache(dataset_path: str, cache_dir: str, encoder: VisionEncoder, num_frames: int,
@@ -503,6 +504,10 @@ def cache_status(cache_dir: str, settings: dict | None = None, dataset_path: str
     return f"the feature cache in {cache_dir} is incomplete (an interrupted build)"
   if settings is not None and m["settings"] != settings:
     return f"the feature cache in {cache_dir} was built with other settings ({', '.join(_diff_keys(m['settings'], settings))})"
+  short = sum(p.get("reason") == "too_few_frames" for p in m.get("skipped", []))  # the skip code before issue 12
+  if short:
+    return (f"the feature cache in {cache_dir} skipped {short} samples whose videos are shorter than the frame "
+            "count; they are now sampled with repeated frames, as lmms-eval does (only those are built)")
   if dataset_path is not None and os.path.exists(dataset_path):
     if jf.file_sha256(dataset_path) != m.get("dataset", {}).get("sha256"):
       return f"{dataset_path} changed since the feature cache in {cache_dir} was built"
@@ -529,6 +534,7 @@ class TextItems:
     self.q_width = max((len(r["question"]) for r in records), default=1)
     self.o_width = max((len(o) for r in records for o in r["options"]), default=1)
     self.id_width = max((len(r["id"]) for r in records), default=1)
+    self.task_width = max((len(r.get("task", "")) for r in records), default=1)
 
   def item(self, r: dict) -> dict:
     opts = list(r["options"])
@@ -537,7 +543,7 @@ class TextItems:
     return {"question": _fixed([r["question"]], self.q_width)[0],
             "options": _fixed(opts + [""] * (self.max_options - len(opts)), self.o_width),
             "num_options": np.int32(len(opts)), "answer": np.int32(r["answer"]),
-            "id": _fixed([r["id"]], self.id_width)[0]}
+            "id": _fixed([r["id"]], self.id_width)[0], "task": _fixed([r.get("task", "")], self.task_width)[0]}
 
 
 def keep_answerable(records: list[dict], max_options: int | None, where: str) -> list[int]:
@@ -651,7 +657,8 @@ def model_batch(batch: dict, prompts: PromptEncoder, suffix_len: int,
   from score_jax.embedded.batches import encode_text
   counts = np.asarray(batch["num_options"]).astype(int)
   options = [[str(o) for o in row[:n]] for row, n in zip(batch["options"], counts)]
-  out = encode_text([str(q) for q in batch["question"]], options, prompts, suffix_len)
+  text = {k: [str(x) for x in batch[k]] if k in batch else None for k in ("task", "id")}
+  out = encode_text([str(q) for q in batch["question"]], options, prompts, suffix_len, text["task"], text["id"])
   if "visual" in batch:
     out["visual"] = np.asarray(batch["visual"])
   else:
@@ -660,6 +667,8 @@ def model_batch(batch: dict, prompts: PromptEncoder, suffix_len: int,
     out["frames"] = normalize(batch["frames"], preprocess)
   out["answer"] = np.asarray(batch["answer"], np.int32)
   out["num_options"] = counts.astype(np.int32)
+  if text["id"] is not None:
+    out["id"] = np.asarray(text["id"])  # eval records each sample's result by id (score_jax.category_breakdown)
   return out
 
 

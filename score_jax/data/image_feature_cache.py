@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from score_jax.data import feature_cache as fc
-from score_jax.data.image_pseudo_video import ImageReadError, image_frame, image_pool, segment_plan
+from score_jax.data.image_pseudo_video import ImageReadError, assemble, image_frame, image_pool, segment_plan
 from score_jax.data.image_qa_format import read_image_jsonl
 
 IMAGE_SAMPLING = "one still image per entry (PIL, RGB); pseudo-video frames assembled on read; v1"
@@ -65,8 +65,7 @@ class CachedImagePseudoVideoSource:
   def __getitem__(self, index: int) -> dict:
     index = int(index)
     plan = self.plan(index)
-    tokens = {int(k): self.cache.visual(self.images[k]) for k in np.unique(plan)}  # each [1, P, d]
-    visual = np.concatenate([tokens[int(k)] for k in plan])
+    visual = assemble(plan, lambda k: self.cache.visual(self.images[k]))  # each image's tokens [1, P, d]
     return dict(self.cache.text.item(self.records[index]), visual=visual)
 
   def __repr__(self) -> str:

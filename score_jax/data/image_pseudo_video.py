@@ -80,6 +80,13 @@ def segment_plan(seed: int, index: int, image: int, num_images: int, frames: int
   return np.repeat(np.asarray(shown, np.int32), lengths)
 
 
+def assemble(plan: np.ndarray, read) -> np.ndarray:
+  """The frames of a pseudo-video: `read(k)` ([1, ...]) once per distinct pool index in `plan`,
+  concatenated in the plan's frame order -> [T, ...]."""
+  shown = {int(k): read(int(k)) for k in np.unique(plan)}
+  return np.concatenate([shown[int(k)] for k in plan])
+
+
 class ImagePseudoVideoSource:
   """grain random-access source of image pseudo-videos, read and resized on every access (uncached).
 
@@ -107,8 +114,7 @@ class ImagePseudoVideoSource:
   def __getitem__(self, index: int) -> dict:
     index = int(index)
     plan = self.plan(index)
-    shown = {int(k): image_frame(self.images[k], self.preprocess)[0] for k in np.unique(plan)}
-    frames = np.stack([shown[int(k)] for k in plan])
+    frames = assemble(plan, lambda k: image_frame(self.images[k], self.preprocess))
     return dict(self.text.item(self.records[index]), frames=frames)
 
   def __repr__(self) -> str:

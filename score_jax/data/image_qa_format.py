@@ -10,6 +10,8 @@ with `image` in place of `video` and no time window:
 - `question`, `options` (required): as for videos.
 - `answer` (required): the option index (0 for `options[0]`, ...) or its letter ("A", "(b)", ...).
 - `id` (optional): default `line<N>`; anything else is kept in `ImageSample.meta`.
+- `task` (optional): the prompt the `lmms_eval` prompt style gives it; default "image_mcq"
+  (lmms-eval's image multiple-choice text, `score_jax.protocol.lmms_eval_prompts.image_mcq_text`).
 
 A record whose image file does not exist is skipped (`missing_image`); one that PIL cannot read is
 skipped where it is opened (`unreadable_image`, see `image_pseudo_video.read_image`).
@@ -21,6 +23,7 @@ import os
 from typing import Any
 
 from score_jax.data import jsonl_format as jf
+from score_jax.protocol.lmms_eval_prompts import IMAGE_TASK
 
 KNOWN_FIELDS = ("id", "image", "question", "options", "answer")
 MISSING_IMAGE = "missing_image"
@@ -65,6 +68,7 @@ def parse_image_record(rec: Any, root: str, default_id: str, source: str = "") -
     raise jf.BadSample(jf.MISSING_FIELD, "missing field 'answer'")
   answer = answer_of(rec["answer"], len(options))
   meta = {k: v for k, v in rec.items() if k not in KNOWN_FIELDS}
+  meta.setdefault("task", IMAGE_TASK)  # the lmms_eval prompt style's image multiple-choice text
   return ImageSample(sid, jf.resolve_video(image, root), question, options, answer, source, meta)
 
 

@@ -5,7 +5,8 @@
 
 Fields:
 - `video` (required): path of the video file, relative to the folder of the `.jsonl` file (an
-  absolute path is used as is). Any container/codec FFmpeg reads (mp4, mkv, webm, avi, ...).
+  absolute path is used as is). Any container/codec FFmpeg reads (mp4, mkv, webm, avi, ...); a file
+  whose extension differs only in case (`x.MP4` for `x.mp4`) is found (`video_files.existing_video`).
 - `question` (required): non-empty text.
 - `options` (required): 2 to 10 non-empty strings, without letter prefixes ("A. " is added by the
   prompt, see `score_jax.models.prompt`).
@@ -13,15 +14,18 @@ Fields:
   one of the options.
 - `id` (optional): unique sample id; default `line<N>` (N = 1-based line number).
 - `start`, `end` (optional): a time window in seconds; frames are then sampled inside it only.
-- anything else (e.g. "task", "duration") is kept in `Sample.meta`.
+- anything else (e.g. "task", "duration") is kept in `Sample.meta`. The benchmark converters write
+  `task` ("videomme", "mlvu", "longvideobench", "nextqa") and the category fields lmms-eval reports
+  by (`score_jax.data.benchmark_tasks`); eval reports then add accuracy per category.
 
 The file is UTF-8 text. Blank lines and lines starting with `#` are ignored. A bad line (bytes that
 are not UTF-8, invalid JSON, a missing or malformed field, an answer that is not among the options, a
 duplicate id, a video file that does not exist) is skipped: a `SampleProblem` naming "file:LINE" with
 a short reason is recorded and logged as a warning, and `ProblemLog.summary` ends the read with one
 line "N samples read, M skipped (reasons: ...)". With `strict=True` the first problem raises
-`DatasetError` instead. Decoding problems found later (unreadable or truncated video, too few
-frames) go into the same `ProblemLog`. A split left with no usable sample is an error
+`DatasetError` instead. Decoding problems found later (unreadable or truncated video, no frame in
+the video or its window) go into the same `ProblemLog`; a video shorter than the frame count is not a
+problem (frames repeat, see `score_jax.data.video_decode`). A split left with no usable sample is an error
 (`no_usable_samples`) where a cache is built or a split is opened for training or eval.
 """
 from __future__ import annotations
@@ -35,6 +39,8 @@ import os
 from typing import Any, Callable, Sequence
 
 from absl import logging
+
+from score_jax.data.video_files import existing_video
 
 LETTERS = "ABCDEFGHIJ"
 MIN_OPTIONS, MAX_OPTIONS = 2, len(LETTERS)
@@ -50,7 +56,7 @@ DUPLICATE_ID = "duplicate_id"
 MISSING_VIDEO = "missing_video"
 UNREADABLE_VIDEO = "unreadable_video"
 TRUNCATED_VIDEO = "truncated_video"
-TOO_FEW_FRAMES = "too_few_frames"
+NO_FRAMES = "no_frames"
 
 
 class DatasetError(ValueError):
@@ -225,7 +231,7 @@ def parse_record(rec: Any, root: str, default_id: str, source: str = "") -> Samp
   if start is not None and end is not None and end <= start:
     raise BadSample(BAD_FIELD, f"window end={end} must be after start={start}")
   meta = {k: v for k, v in rec.items() if k not in KNOWN_FIELDS}
-  return Sample(sid, resolve_video(video, root), question, options, answer, start, end, source, meta)
+  return Sample(sid, existing_video(resolve_video(video, root)), question, options, answer, start, end, source, meta)
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

@@ -29,23 +29,32 @@ class Head:
 
 def make_iterator(source, batch_size: int, seed: int, shuffle: bool = True,
                   num_epochs: int | None = None, drop_remainder: bool = True, num_threads: int = 2,
-                  prefetch_buffer_size: int = 16, keep_fn=None) -> grain.DatasetIterator:
+                  prefetch_buffer_size: int = 16, keep_fn=None, shard: tuple[int, int] = (0, 1)
+                  ) -> grain.DatasetIterator:
   """A checkpointable iterator of batches (dicts of stacked arrays with leading dim `batch_size`) over
   any random-access source (`WorldSource`, `feature_cache.CachedFeatureSource`, ...).
 
   Shuffles per epoch (reseeded each epoch), repeats `num_epochs` times (None: forever), drops items
   for which `keep_fn(item)` is False (if given), batches, and reads with `num_threads` threads.
   Save/restore with `it.get_state()` / `it.set_state(state)`.
+
+  `shard=(index, count)` (`score_jax.data.host_shard`): read only batches index, index + count, ... of the
+  stream (with `keep_fn`: its items index, index + count, ..., before filtering); (0, 1) reads everything.
   """
+  index, count = shard
+  if not 0 <= index < count:
+    raise ValueError(f"shard={shard!r}: expected (index, count) with 0 <= index < count.")
   ds = grain.MapDataset.source(source)
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
   if keep_fn is not None:
+    ds = ds[index::count] if count > 1 else ds
     ds = ds.filter(keep_fn).to_iter_dataset(options)
     return iter(ds.batch(batch_size, drop_remainder=drop_remainder))
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds[index::count] if count > 1 else ds
   return iter(ds.to_iter_dataset(options))
 
 

@@ -1,8 +1,11 @@
 """Video decoding with PyAV: N frames sampled uniformly, as LLaVA-OneVision's evaluation code does.
 
-The reference (lmms-eval's `llava_onevision.load_video`, LLaVA-NeXT's `process_video_with_decord`)
-takes `np.linspace(0, total_frames - 1, N, dtype=int)` frame indices. With a window [start, end]
-(seconds) the same linspace runs over the frames whose timestamp i / fps lies in the window.
+The reference (lmms-eval's `LlavaOneVision.load_video` in `lmms_eval/models/simple/llava_onevision.py`
+@75571cfe, LLaVA-NeXT's `process_video_with_decord`) takes
+`np.linspace(0, total_frames - 1, N, dtype=int)` frame indices for every video length: a video with
+fewer frames than N repeats frames where the rounded-down indices coincide (20 frames sampled at 32:
+0, 0, 1, 1, 2, 3, 3, ...), it is not dropped. With a window [start, end] (seconds) the same linspace
+runs over the frames whose timestamp i / fps lies in the window.
 
 A frame's index is its presentation time times the stream's average frame rate (exact for
 constant-frame-rate video, the common case); for each wanted index the first decoded frame at or
@@ -11,8 +14,9 @@ of an hour-long video do not decode the whole file.
 
 Every failure raises `VideoDecodeError` (or its subclasses) naming the file: a missing file, a file
 FFmpeg cannot open, a stream that ends or breaks before a wanted frame (truncated or corrupt), and
-a video or window holding fewer frames than asked (`TooFewFramesError`). `reason` is the
-`score_jax.data.jsonl_format` reason code, so callers can count skipped samples by cause.
+a video or window holding no frame at all (`NoFramesError`). `reason` is the
+`score_jax.data.jsonl_format` reason code, so callers can count skipped samples by cause. (lmms-eval
+logs a video that fails to load and answers from the text alone; here it is a counted skip.)
 """
 from __future__ import annotations
 
@@ -44,8 +48,8 @@ class TruncatedVideoError(VideoDecodeError):
   reason = jf.TRUNCATED_VIDEO
 
 
-class TooFewFramesError(VideoDecodeError):
-  reason = jf.TOO_FEW_FRAMES
+class NoFramesError(VideoDecodeError):
+  reason = jf.NO_FRAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,11 @@ def probe(path: str) -> VideoInfo:
 
 def sample_indices(info: VideoInfo, num_frames: int, start: float | None = None, end: float | None = None,
                    path: str = "") -> np.ndarray:
-  """`num_frames` uniformly spaced frame indices (reference linspace), over the video or a window."""
+  """`num_frames` uniformly spaced frame indices (reference linspace), over the video or a window.
+
+  Fewer frames than `num_frames` repeat indices as the reference's rounding does; a video or window
+  with no frame raises `NoFramesError`.
+  """
   if num_frames < 1:
     raise ValueError(f"num_frames={num_frames} must be >= 1.")
   first, last = 0, info.num_frames - 1
@@ -103,11 +111,9 @@ def sample_indices(info: VideoInfo, num_frames: int, start: float | None = None,
     first = max(first, int(math.ceil(start * info.fps - 1e-6)))
   if end is not None:
     last = min(last, int(math.floor(end * info.fps + 1e-6)))
-  available = last - first + 1
-  if available < num_frames:
+  if last < first:
     where = "" if start is None and end is None else f" in the window [{start}, {end}] s"
-    raise TooFewFramesError(path, f"{max(available, 0)} frames{where} (video: {info.num_frames} frames at "
-                                  f"{info.fps:g} fps); {num_frames} were asked for")
+    raise NoFramesError(path, f"no frames{where} (video: {info.num_frames} frames at {info.fps:g} fps)")
   return first + np.linspace(0, last - first, num_frames, dtype=int)
 
 

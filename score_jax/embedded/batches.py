@@ -11,10 +11,12 @@ from score_jax.models.prompt import PromptEncoder
 
 
 def encode_text(questions: Sequence[str], options: Sequence[Sequence[str]], prompts: PromptEncoder,
-                suffix_len: int) -> dict[str, np.ndarray]:
+                suffix_len: int, tasks: Sequence[str] | None = None, sample_ids: Sequence[str] | None = None
+                ) -> dict[str, np.ndarray]:
   """prefix, suffix, suffix_len, and "option_ids" [B, n] when the prompt format scores options by
-  per-sample tokens (see `PromptEncoder.option_word_ids`)."""
-  prefix, suffix, lengths = prompts.encode_batch(questions, options, suffix_len)
+  per-sample tokens (see `PromptEncoder.option_word_ids`). `tasks`: the samples' benchmark tasks (the
+  "lmms_eval" prompt style picks each sample's text by it); `sample_ids` name samples in errors."""
+  prefix, suffix, lengths = prompts.encode_batch(questions, options, suffix_len, tasks, sample_ids)
   out = {"prefix": prefix, "suffix": suffix, "suffix_len": lengths}
   ids = prompts.option_word_ids(options)
   if ids is not None:

@@ -61,6 +61,10 @@ class LlavaOnevision(nn.Module):
   def __call__(self, embeds, positions, valid=None):
     return self.language_model(embeds, positions, valid)
 
+  def with_cache(self, embeds, positions, mask, cache=None, index=0):
+    """The decoder under an explicit mask, with an optional KV cache (see `Qwen2.with_cache`)."""
+    return self.language_model.with_cache(embeds, positions, mask, cache, index)
+
   def logits(self, hidden):
     return self.language_model.logits(hidden)
 

@@ -3,7 +3,8 @@
 The tokenizer (and a chat template, if the folder has one) come from the checkpoint folder through
 `transformers.AutoTokenizer`; nothing is downloaded. A prompt is rendered with the chat template,
 cut at the single `<video>` placeholder, and returned as (prefix ids, suffix ids): the model inserts
-the (kept) visual tokens and the closing `image_newline` between the two (see `prefill.py`).
+the (kept) visual tokens and the closing `image_newline` between the two (see `prefill.py`). The
+"lmms_eval" style (PROMPT_STYLES) renders lmms-eval's own text instead, cut at its `<image>`.
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
 #   "option_word": the cloze form (the question + OPEN_INSTRUCTION, options not shown); options scored by
 #                  the log-prob of each option's first token, as likelihood-based multiple choice does.
 ANSWER_FORMATS = ("letter", "option_word")
+# The text around the question (`config.model.prompt_style`):
+#   "hf_chat_template": the checkpoint's own chat template (LLAVA_OV_CHAT_TEMPLATE if it has none);
+#   "lmms_eval":        the exact text lmms-eval feeds LLaVA-OneVision for each sample's benchmark task
+#                       (`score_jax.protocol.lmms_eval_prompts`: per-task question text, qwen_1_5 turns).
+PROMPT_STYLES = ("hf_chat_template", "lmms_eval")
+DEFAULT_PROMPT_STYLE = "hf_chat_template"
 
 # The chat template shipped with the llava-hf LLaVA-OneVision processors (Qwen2 ChatML turns).
 LLAVA_OV_CHAT_TEMPLATE = (
@@ -96,15 +103,31 @@ class PromptEncoder:
   tokenizer: object
   template: str = LLAVA_OV_CHAT_TEMPLATE
   answer_format: str = "letter"
+  style: str = DEFAULT_PROMPT_STYLE  # see PROMPT_STYLES
 
   def __post_init__(self):
     if self.answer_format not in ANSWER_FORMATS:
       raise PromptError(f"answer_format={self.answer_format!r}; expected one of {ANSWER_FORMATS}.")
+    if self.style not in PROMPT_STYLES:
+      raise PromptError(f"prompt_style={self.style!r}; expected one of {PROMPT_STYLES}.")
+    if self.style == "lmms_eval" and self.answer_format != "letter":
+      raise PromptError(f"prompt_style='lmms_eval' shows lettered options as lmms-eval does; it needs "
+                        f"answer_format='letter', not {self.answer_format!r}.")
 
   @classmethod
-  def from_folder(cls, folder: str, answer_format: str = "letter") -> "PromptEncoder":
+  def from_folder(cls, folder: str, answer_format: str = "letter", style: str = DEFAULT_PROMPT_STYLE
+                  ) -> "PromptEncoder":
     tok = load_tokenizer(folder)
-    return cls(tok, chat_template_of(tok, folder), answer_format)
+    return cls(tok, chat_template_of(tok, folder), answer_format, style)
+
+  @property
+  def placeholder(self) -> str:
+    """The text that marks the video in a rendered prompt: `<video>` in the chat template, lmms-eval's
+    `<image>` (one for the whole video) in the lmms_eval style."""
+    if self.style == "lmms_eval":
+      from score_jax.protocol import lmms_eval_prompts
+      return lmms_eval_prompts.IMAGE_PLACEHOLDER
+    return VIDEO_PLACEHOLDER
 
   def render(self, text: str) -> str:
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
@@ -114,17 +137,39 @@ class PromptEncoder:
   def _ids(self, text: str) -> list[int]:
     return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-  def encode(self, question: str, options: Sequence[str] | None) -> tuple[list[int], list[int]]:
-    """(prefix, suffix) ids; `options=None` (or the "option_word" format) gives the open-ended prompt."""
+  def render_prompt(self, question: str, options: Sequence[str] | None, task: str | None = None,
+                    sample: str | None = None) -> str:
+    """The whole prompt text with its one video placeholder. `options=None` (or the "option_word"
+    format) gives the open-ended prompt; the lmms_eval style needs the sample's benchmark `task`
+    (`sample` names the sample in errors)."""
+    if self.style == "lmms_eval":
+      from score_jax.protocol import lmms_eval_prompts as lp
+      who = f"Sample {sample}" if sample else "A sample"
+      if task not in lp.PROMPT_TASKS:
+        raise PromptError(
+            f"{who} has task {task!r}; prompt_style='lmms_eval' needs its JSONL record's 'task' to be one of "
+            f"{lp.PROMPT_TASKS} (the benchmark converters set it; rebuild a feature cache made before the field with "
+            "`python -m score_jax.cache`), or use --config.model.prompt_style=hf_chat_template.")
+      if options is None:
+        raise PromptError(f"{who}: prompt_style='lmms_eval' renders multiple-choice questions only (no options given).")
+      try:
+        return lp.render(task, question, options)
+      except lp.LmmsEvalPromptError as e:
+        raise PromptError(f"{who}: {e}") from None
     if options is None or self.answer_format == "option_word":
       text = f"{question}\n{OPEN_INSTRUCTION}"
     else:
       text = mc_question_text(question, options)
-    rendered = self.render(text)
-    if rendered.count(VIDEO_PLACEHOLDER) != 1:
-      raise PromptError(f"The chat template must place exactly one {VIDEO_PLACEHOLDER!r}; got "
-                        f"{rendered.count(VIDEO_PLACEHOLDER)} in {rendered!r}.")
-    prefix, suffix = rendered.split(VIDEO_PLACEHOLDER)
+    return self.render(text)
+
+  def encode(self, question: str, options: Sequence[str] | None, task: str | None = None,
+             sample: str | None = None) -> tuple[list[int], list[int]]:
+    """(prefix, suffix) ids of `render_prompt`, split at the video placeholder."""
+    rendered = self.render_prompt(question, options, task, sample)
+    mark = self.placeholder
+    if rendered.count(mark) != 1:
+      raise PromptError(f"The prompt must hold exactly one {mark!r}; got {rendered.count(mark)} in {rendered!r}.")
+    prefix, suffix = rendered.split(mark)
     return self._ids(prefix), self._ids(suffix)
 
   def option_token_ids(self, n: int) -> np.ndarray:
@@ -155,12 +200,17 @@ class PromptEncoder:
       out[i] = ids + [ids[0]] * (width - len(ids))
     return out
 
-  def encode_batch(self, questions: Sequence[str], options: Sequence[Sequence[str] | None], suffix_len: int
+  def encode_batch(self, questions: Sequence[str], options: Sequence[Sequence[str] | None], suffix_len: int,
+                   tasks: Sequence[str | None] | None = None, sample_ids: Sequence[str] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(prefix [B, Lp], suffix right-padded to [B, suffix_len], true suffix lengths [B]).
 
-    An entry of `options` that is None gives that sample the open-ended prompt."""
-    prefixes, suffixes = zip(*(self.encode(q, o) for q, o in zip(questions, options)))
+    An entry of `options` that is None gives that sample the open-ended prompt; `tasks` are the
+    samples' benchmark tasks (the lmms_eval style needs them), `sample_ids` name them in errors."""
+    tasks = list(tasks) if tasks is not None else [None] * len(questions)
+    names = [repr(str(i)) for i in sample_ids] if sample_ids is not None else [
+        f"#{i} of the batch ({q[:40]!r})" for i, q in enumerate(questions)]
+    prefixes, suffixes = zip(*(self.encode(q, o, t, n) for q, o, t, n in zip(questions, options, tasks, names)))
     if len({tuple(p) for p in prefixes}) != 1:
       raise PromptError("All prompts in a batch must share the same prefix before the video.")
     lengths = np.asarray([len(s) for s in suffixes], np.int32)

@@ -33,7 +33,10 @@ class Qwen2Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask):
+  def __call__(self, x, cos, sin, mask, cache=None, index=None):
+    """Attention output [B, L, d]; with a KV `cache` (k, v [B, S, Hkv, D]) the new keys and values are
+    written at slots `index`..`index + L - 1`, the queries attend to the whole cache (`mask` [B, 1, L, S])
+    and (output, updated cache) is returned."""
     cfg = self.cfg
     b, l, _ = x.shape
     hd = cfg.head_size
@@ -43,8 +46,12 @@ class Qwen2Attention(nn.Module):
     k = dense(cfg.num_key_value_heads * hd, True, "k_proj")(x).reshape(b, l, -1, hd)
     v = dense(cfg.num_key_value_heads * hd, True, "v_proj")(x).reshape(b, l, -1, hd)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    out = multihead_attention(q, k, v, mask).reshape(b, l, -1)
-    return dense(cfg.hidden_size, False, "o_proj")(out)
+    if cache is not None:
+      k, v = (jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
+              for c, new in zip(cache, (k, v)))
+    out = multihead_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask).reshape(b, l, -1)
+    out = dense(cfg.hidden_size, False, "o_proj")(out)
+    return out if cache is None else (out, (k, v))
 
 
 class Qwen2MLP(nn.Module):
@@ -67,14 +74,17 @@ class Qwen2DecoderLayer(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask):
+  def __call__(self, x, cos, sin, mask, cache=None, index=None):
+    """(output, None), or (output, updated cache) with a KV `cache` (see `Qwen2Attention`)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     eps = self.cfg.rms_norm_eps
     h = RMSNorm(eps, self.param_dtype, name="input_layernorm")(x)
-    x = x + Qwen2Attention(self.cfg, name="self_attn", **kw)(h, cos, sin, mask)
+    attn = Qwen2Attention(self.cfg, name="self_attn", **kw)(h, cos, sin, mask, cache, index)
+    attn, cache = attn if cache is not None else (attn, None)
+    x = x + attn
     h = RMSNorm(eps, self.param_dtype, name="post_attention_layernorm")(x)
     x = x + Qwen2MLP(self.cfg, name="mlp", **kw)(h)
-    return x, None
+    return x, cache
 
 
 class Qwen2(nn.Module):
@@ -89,7 +99,7 @@ class Qwen2(nn.Module):
                                  param_dtype=self.param_dtype)
     self.layers = nn.scan(
         Qwen2DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_hidden_layers,
+        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.num_hidden_layers,
     )(cfg, dtype=self.dtype, param_dtype=self.param_dtype)
     self.norm = RMSNorm(cfg.rms_norm_eps, self.param_dtype)
     if not cfg.tie_word_embeddings:
@@ -106,8 +116,18 @@ class Qwen2(nn.Module):
       valid = jnp.ones((b, l), dtype=bool)
     cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
     mask = attention_mask(valid, valid, causal=True)
-    x, _ = self.layers(embeds.astype(self.dtype), cos, sin, mask)
+    x, _ = self.layers(embeds.astype(self.dtype), cos, sin, mask, None, None)
     return self.norm(x)
+
+  def with_cache(self, embeds, positions, mask, cache=None, index=0):
+    """Final-normed hidden states [B, L, d] under an explicit attention `mask`, and the KV cache.
+
+    Without `cache`: `mask` is [B, 1, L, L] and the result is (hidden, None). With `cache` (k, v, each
+    [layers, B, S, Hkv, D]): the L new tokens are written at slots `index`.. of every layer's cache,
+    `mask` is [B, 1, L, S] over the updated cache, and the result is (hidden, updated cache)."""
+    cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
+    x, cache = self.layers(embeds.astype(self.dtype), cos, sin, mask, cache, index)
+    return self.norm(x), cache
 
   def logits(self, hidden):
     if self.cfg.tie_word_embeddings:

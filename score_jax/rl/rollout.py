@@ -1,6 +1,12 @@
-"""Group rollouts: the frozen video LLM answers once per sampled keep-mask, in one batched prefill."""
+"""Group rollouts: the frozen video LLM answers once per sampled keep-mask, in one batched prefill.
+
+The prefill is mapped over the group axis (`jax.vmap`, the visual tokens and the text unmapped): each
+(sample, mask) gathers its k kept tokens straight from its sample's [N, d] tokens, so the videos are
+never copied G times (no [B * G, N, d] array), and each prompt is embedded once per sample.
+"""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from score_jax.models import prefill
@@ -19,11 +25,12 @@ def rollout_option_logprobs(module, llm_params, visual: jnp.ndarray, masks: Mask
   visual: [B, N, d] visual tokens; masks: leaves [B, G, k] (static k). Options are scored by
   `batch["option_ids"]` [B, n] when the batch has them, else by `option_ids` [n] (the letters).
   """
-  b, g, k = masks.indices.shape
-  logits = prefill.prefill_logits(
-      module, llm_params, _repeat(visual, g), masks.indices.reshape(b * g, k), _repeat(batch["prefix"], g),
-      _repeat(batch["suffix"], g), _repeat(batch["suffix_len"], g), keep_valid=masks.valid.reshape(b * g, k),
-      position_mode=position_mode)
+  b, g = masks.indices.shape[:2]
+
+  def one_mask(indices, valid):  # [B, k] each: one mask per sample
+    return prefill.prefill_logits(module, llm_params, visual, indices, batch["prefix"], batch["suffix"],
+                                  batch["suffix_len"], keep_valid=valid, position_mode=position_mode)
+  logits = jax.vmap(one_mask, in_axes=1, out_axes=1)(masks.indices, masks.valid).reshape(b * g, -1)
   ids = prefill.choice_ids(batch, option_ids)
   if ids.ndim == 2:  # per-sample ids: one row per rollout
     ids = _repeat(ids, g)

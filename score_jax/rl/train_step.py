@@ -216,17 +216,22 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
   llm_sh = jax.tree_util.tree_map(lambda x: x.sharding, llm_params)
   compiled = {}
 
-  def sharded_step(state, batch, key, llm_params):
-    """Every batch entry split over the data axes along its first dimension; one jitted function per
-    set of batch keys (e.g. with or without per-sample "option_ids"), each compiled once."""
+  def jitted(batch):
     names = tuple(sorted(batch))
     if names not in compiled:
       batch_sh = {k: shd.batch_sharding(mesh, len(batch[k].shape)) for k in names}
       compiled[names] = jax.jit(train_step, donate_argnums=(0,), in_shardings=(rep, batch_sh, rep, llm_sh),
                                 out_shardings=(rep, rep))
-    return compiled[names](state, batch, key, llm_params)
+    return compiled[names]
+
+  def sharded_step(state, batch, key, llm_params):
+    """Every batch entry split over the data axes along its first dimension; one jitted function per
+    set of batch keys (e.g. with or without per-sample "option_ids"), each compiled once."""
+    return jitted(batch)(state, batch, key, llm_params)
 
   sharded_step._cache_size = lambda: sum(f._cache_size() for f in compiled.values())  # compilations, for tests
+  # Ahead-of-time lowering from abstract arguments (`python -m score_jax.plan`), as `jax.jit(...).lower`.
+  sharded_step.lower = lambda state, batch, key, llm_params: jitted(batch).lower(state, batch, key, llm_params)
   return sharded_step
 
 

@@ -4,7 +4,7 @@
 
 The question-conditioned policy scores tokens and frames; rollouts come from Online Combinatorial
 Space Sampling (token mode), frame mode and one density-peak content rollout; PPO with asymmetric
-clipping over a per-batch replay memory, the sample rate moving on a ladder between visits. The
+clipping over a per-batch replay memory, each sample's rate moving on a ladder between its visits. The
 authors' defaults (rate 0.02 of 196 tokens per frame, 23 + 8 + 1 rollouts, 5 visits) are scaled to
 the embedded model's 16 tokens per frame and a 2-core CPU.
 """
@@ -43,6 +43,7 @@ def get_config():
   c.cacovid.kl_coef = 0.0
   c.cacovid.ppo_epochs = 1
   c.cacovid.position_mode = "original"
+  c.cacovid.logprob = "per_token"    # PPO ratio: the authors' per-token keep/drop, or "ocss_exact" (per rollout)
 
   c.cacovid_eval = ml_collections.ConfigDict()
   c.cacovid_eval.imp = 0.5           # share of the budget given by the per-frame scores; the rest is uniform

@@ -64,9 +64,8 @@ def check_ratios(ratios: Sequence[float], field: str = "config.eval.ratios") -> 
 
 def check_eval_methods(methods: Sequence[str], source: str, field: str = "config.eval.methods") -> list[str]:
   """Known baseline names (plus "policy"); world-only baselines refused on JSONL data."""
-  from score_jax.compress.baselines import SELECTORS
-  from score_jax.evaluation import POOLERS
-  known = set(SELECTORS) | set(POOLERS) | {"policy"}
+  from score_jax.compress.baselines import method_names
+  known = set(method_names()) | {"policy"}
   unknown = [m for m in methods if m not in known]
   if unknown:
     raise ValueError(f"{field}: unknown method(s) {unknown}; known: {sorted(known)}.")

@@ -1,13 +1,16 @@
 """Accuracy of the frozen LLM on held-out data when only the tokens a method keeps are given.
 
 Methods, all compared on the same batches and token budgets k = budget(N, ratio):
-- learned policies, passed as `select(features, k) -> kept indices [B, k]` functions
-  (`features`: {"visual" [B, T, P, d], "question" [B, L, d], "question_mask" [B, L]});
-- every selector registered in `score_jax.compress.baselines` ("random" averaged over seeds);
-- poolers, which make k new tokens instead of selecting ("uniform_pool").
+- learned policies, passed as `select(features, k) -> kept indices [B, k]` functions (or returning a
+  `Compressed`; `features`: {"visual" [B, T, P, d], "question" [B, L, d], "question_mask" [B, L]});
+- every method registered in `score_jax.compress.baselines` ("random" averaged over seeds): selectors, and
+  compressors that make new tokens (pooled: "uniform_pool"; merged: "visionzip", "fastvid").
+Every method's output becomes what the LLM sees, a `score_jax.compress.compressed.Compressed` (tokens,
+position ids, validity); a selection is the gathered kept tokens at their own positions, so selectors give
+the same answers as when prefill gathered their indices itself.
 Retention 1.0 is the uncompressed model ("full"). Selection latency (the method's own scoring and
-choosing, median seconds per batch of the compiled call, compilation excluded) is reported apart from the
-prefill latency at each budget, which every selector shares.
+choosing or merging, median seconds per batch of the compiled call, compilation excluded) is reported apart
+from the prefill latency at each budget, which every method shares.
 """
 from __future__ import annotations
 
@@ -23,13 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax import category_breakdown
-from score_jax.compress.baselines import get_selector
-from score_jax.compress.baselines.uniform_pool import uniform_pool
+from score_jax.compress import compressed
+from score_jax.compress.baselines import get_compressor
 from score_jax.compress.selection import budget
 from score_jax.methods.keep_policy import as_keep_policy
 from score_jax.models import answer_reading, generate, prefill
 
-POOLERS: dict[str, Callable] = {"uniform_pool": uniform_pool}
 ADAPTIVE = " (adaptive)"   # suffix of an adaptive policy's row: its own budget per video
 ADAPTIVE_KEY = "adaptive"  # the "ratio" of that row's result: results[(name + ADAPTIVE, ADAPTIVE_KEY)]
 
@@ -59,7 +61,8 @@ def _arrays(text: dict) -> dict:
 
 def answer_fn(llm, reading: str | None = None):
   """`answer(params, visual [B, N, d], keep [B, k], text, valid=None, position_mode="original")
-  -> predicted option [B]` (`valid` [B, k] masks padded slots of a variable-size keep set), read as
+  -> predicted option [B]` (`valid` [B, k] masks padded slots of a variable-size keep set; or a
+  `Compressed` video as `visual` with keep None: what a compressor hands the LLM), read as
   `reading` says (default: the LLM's configured one, see `score_jax.models.answer_reading`); `text`
   is `text_inputs(batch, llm)`. A generated answer that names no option predicts -1."""
   settings = reading_of(llm)
@@ -110,12 +113,13 @@ def _generate_answer_fn(llm, max_new_tokens: int):
   return answer
 
 
-def _jitted_selector(name: str, k: int, llm):
-  """The registered selector `name` at budget k, compiled (so latency excludes Python dispatch)."""
-  select = get_selector(name)
+def _jitted_compressor(name: str, k: int, llm):
+  """The registered method `name` at budget k as a compiled `f(visual, key, arrays, llm_params) ->
+  Compressed` (a selector gathers what it keeps), so latency excludes Python dispatch."""
+  compress = get_compressor(name)
 
   def run(visual, key, arrays, llm_params):
-    return select(visual, k, key=key, extras=dict(arrays, llm_module=llm.module, llm_params=llm_params))
+    return compress(visual, k, key=key, extras=dict(arrays, llm_module=llm.module, llm_params=llm_params))
   return jax.jit(run)
 
 
@@ -169,11 +173,11 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
     ids = [str(x) for x in b["id"]] if "id" in b else None
     total += bsz
 
-    def run(name, ratio, keep, tokens=flat, valid=None, position_mode="original"):
-      pred, dt = _timed(("prefill", ratio, tokens.shape, valid is None, position_mode),
-                        functools.partial(answer, valid=valid, position_mode=position_mode), llm.params, tokens,
-                        keep, text)
-      if valid is None:
+    def run(ratio, video: compressed.Compressed, position_mode="original", fixed=True):
+      """Per-sample correctness of the LLM shown `video`; `fixed` budgets time the prefill at `ratio`."""
+      pred, dt = _timed(("prefill", ratio, video.tokens.shape, video.span, fixed, position_mode),
+                        functools.partial(answer, position_mode=position_mode), llm.params, video, None, text)
+      if fixed:
         prefill_s.setdefault(ratio, []).append(dt)
       return np.asarray(pred) == ans  # per sample
 
@@ -186,36 +190,29 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
 
     for name, pol in policies.items():
       if pol.adaptive is not None:
-        (keep, valid), dt = _timed((name, "adaptive"), pol.adaptive, features, n)
+        out, dt = _timed((name, "adaptive"), pol.adaptive, features, n)
         latency.setdefault(name + ADAPTIVE, []).append(dt)
-        add(name + ADAPTIVE, ADAPTIVE_KEY, run(name, ADAPTIVE_KEY, keep, valid=valid,
-                                               position_mode=pol.position_mode))
-        retention.setdefault(name + ADAPTIVE, []).extend((np.asarray(valid).sum(-1) / n).tolist())
+        video = compressed.as_compressed(out, flat)
+        add(name + ADAPTIVE, ADAPTIVE_KEY, run(ADAPTIVE_KEY, video, pol.position_mode, fixed=False))
+        retention.setdefault(name + ADAPTIVE, []).extend((np.asarray(video.valid).sum(-1) / n).tolist())
     for ratio in ratios:
       if ratio >= 1.0:
-        add("full", 1.0, run("full", 1.0, prefill.all_keep_indices(bsz, n)))
+        add("full", 1.0, run(1.0, compressed.full(flat)))
         continue
       k = budget(n, ratio)
       for name, pol in policies.items():
-        keep, dt = _timed((name, k), pol.select, features, k)
+        out, dt = _timed((name, k), pol.select, features, k)
         latency.setdefault(name, []).append(dt)
-        add(name, ratio, run(name, ratio, keep, position_mode=pol.position_mode))
+        add(name, ratio, run(ratio, compressed.as_compressed(out, flat), pol.position_mode))
       for name in baselines:
-        if name in POOLERS:
-          if name not in compiled:
-            compiled[name] = jax.jit(POOLERS[name], static_argnums=1)
-          pooled, dt = _timed((name, k), compiled[name], visual, k)
-          latency.setdefault(name, []).append(dt)
-          add(name, ratio, run(name, ratio, prefill.all_keep_indices(bsz, pooled.shape[1]), pooled))
-          continue
         if (name, k) not in compiled:
-          compiled[(name, k)] = _jitted_selector(name, k, llm)
+          compiled[(name, k)] = _jitted_compressor(name, k, llm)
         seeds = random_seeds if name.startswith("random") else 1
         for s in range(seeds):
           key = jax.random.fold_in(jax.random.key(seed + s), i)
-          keep, dt = _timed((name, k), compiled[(name, k)], visual, key, arrays, llm.params)
+          video, dt = _timed((name, k), compiled[(name, k)], visual, key, arrays, llm.params)
           latency.setdefault(name, []).append(dt)
-          add(name, ratio, run(name, ratio, keep) / seeds)
+          add(name, ratio, run(ratio, video) / seeds)
   results = {key: v / max(total, 1) for key, v in hits.items()}
   results["_latency"] = {m: float(np.median(v)) for m, v in latency.items()}
   results["_prefill"] = {r: float(np.median(v)) for r, v in prefill_s.items()}
@@ -351,11 +348,10 @@ def write_reports(results_by_set: dict, ratios, methods, out_dir: str, plot: boo
 def plot_accuracy(results_by_set: dict, ratios, methods, path: str) -> str:
   """Accuracy versus retention, one line per method (dashed for every held-out set after the first),
   adaptive policies as points with the spread of their retention, full-token accuracy as a line."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # not pyplot: no global backend switch (notebooks keep theirs)
   cols = sorted(r for r in ratios if r < 1.0)
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig = Figure(figsize=(6, 4))
+  ax = fig.subplots()
   for i, (name, results) in enumerate(results_by_set.items()):
     style = "-" if i == 0 else "--"
     suffix = f" [{name}]" if len(results_by_set) > 1 else ""
@@ -374,5 +370,4 @@ def plot_accuracy(results_by_set: dict, ratios, methods, path: str) -> str:
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path

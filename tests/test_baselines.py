@@ -21,7 +21,7 @@ from score_jax.models.partial_forward import (attention_rows, final_norm, forwar
 from score_jax.models.qwen2 import Qwen2MLP, RMSNorm
 from score_jax.testing.random_params import numpy_params, touch_all
 
-VISUAL_ONLY = ("random_stratified", "density_peak", "divprune", "visionzip", "vidcom2")
+VISUAL_ONLY = ("random_stratified", "density_peak", "divprune", "visionzip_select", "vidcom2")
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,9 +90,9 @@ def test_visionzip_keeps_dominant_tokens():
   strength = np.full((t, p), 0.3)
   strength[0, [4, 11]] = strength[1, [1, 7]] = 3.0  # every query attends to these
   visual = 0.2 * rng.normal(size=(t, p, d)) + strength[..., None] * u
-  idx = _run("visionzip", visual[None], 6)[0]  # 5 dominant (quotas 3, 2) + 1 contextual
+  idx = _run("visionzip_select", visual[None], 6)[0]  # 5 dominant (quotas 3, 2) + 1 contextual
   assert {4, 11, 16 + 1, 16 + 7} <= set(idx)
-  only_dom = _run("visionzip", visual[None], 4, extras={"dominant_frac": 1.0})[0]
+  only_dom = _run("visionzip_select", visual[None], 4, extras={"dominant_frac": 1.0})[0]
   np.testing.assert_array_equal(only_dom, [4, 11, 17, 23])
   ids, feats = jax.jit(visionzip_tokens, static_argnums=1)(jnp.asarray(visual[None], jnp.float32), 6)
   flat = visual.reshape(-1, d)

@@ -11,7 +11,10 @@ from score_jax.compress.cacovid_policy import CaCoVIDPolicy
 from score_jax.models.configs import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.rl import dynamic_ratio as dr
-from score_jax.rl.cacovid_step import (CaCoVIDSettings, init_cacovid_memory, make_cacovid_train_step)
+from score_jax.rl import ocss
+from score_jax.rl.rollout import rollout_option_logprobs
+from score_jax.rl.sampling import MaskSample
+from score_jax.rl.cacovid_step import CaCoVIDSettings, cacovid_loss, init_cacovid_memory, make_cacovid_train_step
 from score_jax.rl.train_step import TrainState
 from score_jax.testing.random_params import numpy_params, touch_all
 
@@ -50,20 +53,116 @@ def test_step_compiles_once_and_runs():
   step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))
   memory = init_cacovid_memory(settings, B, T, P)
   before = jax.tree_util.tree_map(np.asarray, params)
-  ratio = settings.base_ratio
+  levels = np.array([4, 4])  # rung 4 of the ladder = the base rate 0.125: round(0.125 * 16) = 2 tokens per frame
   for visit in range(3):  # the third visit wraps the ring buffer (capacity 2 visits)
-    ratio = dr.update_ratio(ratio, 0.5, settings.ladder)  # mid reward: the rate (and k) stays
-    state, memory, metrics = step(state, batch, memory, jax.random.key(visit), llm_params, ratio=ratio)
-  assert step._cache_size() == 1  # one compile for the three visits
+    # mid reward: the rates stay; then sample 1 alone is found easy and moves one rung down (1 token per frame)
+    levels = dr.update_levels(levels, [0.5, 0.5] if visit < 2 else [0.5, 0.9], len(settings.ladder))
+    state, memory, metrics = step(state, batch, memory, jax.random.key(visit), llm_params,
+                                  ratio=settings.ladder[levels.max()], levels=jnp.asarray(levels))
+  assert step._cache_size() == 1  # one compile for the three visits, whatever the mix of rates
   assert int(state.step) == 3 and int(memory.token_count[0]) == 9 and int(memory.frame_count[0]) == 6
   assert bool(memory.token_valid.all()) and bool(memory.has_old.all())
-  assert int(metrics["tokens_kept"]) == T * 2  # round(0.125 * 16) = 2 tokens per frame
+  assert float(metrics["tokens_kept"]) == (2 * T + T) / 2  # the last visit: 2 and 1 tokens per frame
   for name in ("loss", "reward_token", "reward_frame", "reward_content", "memory_reward", "grad_norm"):
     assert np.isfinite(float(metrics[name])), name
   kept = np.asarray(memory.token_masks).sum(-1)
-  assert np.all(kept == T * 2)  # every remembered token rollout keeps k tokens per frame
+  # every remembered token rollout keeps its own sample's k tokens per frame; slots 0-2 hold the third visit
+  np.testing.assert_array_equal(kept, [[2 * T] * 6, [T] * 3 + [2 * T] * 3])
+  np.testing.assert_array_equal(memory.token_levels, [[4] * 6, [3] * 3 + [4] * 3])
   assert np.all(np.asarray(memory.frame_masks).sum(-1) == 1)  # n_f = ceil(4 * 0.125) = 1 frame
   assert 0.0 < float(metrics["reward_token"]) < 1.0  # this seed gives mixed rewards, hence a gradient
   assert float(metrics["grad_norm"]) > 0.0
   moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(), state.params, before)
   assert max(jax.tree_util.tree_leaves(moved)) > 0
+
+
+def _tiny(seed=0):
+  module = LlavaOnevision(CFG)
+  llm_params = numpy_params(lambda key, ids, x: module.init(key, ids, x, method=touch_all),
+                            jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 1, 32)))
+  rng = np.random.default_rng(seed)
+  batch = dict(visual=jnp.asarray(rng.normal(size=(B, T, P, 32)), jnp.float32),
+               prefix=jnp.asarray(rng.integers(0, 32, (B, 3)), jnp.int32),
+               suffix=jnp.asarray(rng.integers(0, 32, (B, 5)), jnp.int32), suffix_len=jnp.array([5, 4]),
+               answer=jnp.array([0, 2]))
+  return module, llm_params, batch
+
+
+def _memory_with(masks, rewards, levels, old_tok, old_fr, frame_masks, frame_rewards):
+  mem = dr.init_memory(masks.shape[1], frame_masks.shape[1], masks.shape[-1], frame_masks.shape[-1], (masks.shape[0],))
+  mem = dr.set_old_logits(mem, old_tok.reshape(masks.shape[0], -1), old_fr)
+  mem = dr.append_token(mem, masks, rewards, levels)
+  return dr.append_frame(mem, frame_masks, frame_rewards)
+
+
+def test_exact_loss_raises_the_probability_of_good_rollouts():
+  # ocss_exact: a few gradient steps on the logits themselves make the rewarded masks more likely under OCSS
+  # and the unrewarded ones less likely, for tokens (rollouts at two rungs) and frames
+  t, p, c = 2, 8, 8
+  settings = CaCoVIDSettings(base_ratio=0.25, token_rollouts=4, frame_rollouts=2, logprob="ocss_exact")
+  shapes = ((1, 4), (2, 2))
+  rng = np.random.default_rng(0)
+  old_tok = jnp.asarray(rng.normal(size=(1, t, p)), jnp.float32)
+  old_fr = jnp.asarray(rng.normal(size=(1, t)), jnp.float32)
+  levels = jnp.array([[0, 1] * (c // 2)])
+  draw = jax.jit(lambda key, lv: ocss.ocss_group_sample_by_level(key, old_tok, lv, shapes, c // 2, first_topk=False))
+  s0, s1 = draw(jax.random.key(1), jnp.array([0])), draw(jax.random.key(2), jnp.array([1]))
+  masks = jnp.stack([s0.mask[0], s1.mask[0]], axis=1).reshape(1, c, t * p)  # alternating rungs 0, 1
+  rewards = jnp.array([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+  frame_masks = jnp.array([[[True, False], [False, True]]])
+  mem = _memory_with(masks, rewards, levels, old_tok, old_fr, frame_masks, jnp.array([[1.0, 0.0]]))
+  grad_fn = jax.jit(jax.value_and_grad(lambda tok, fr: cacovid_loss(tok, fr, mem, settings, shapes, 1),
+                                       argnums=(0, 1), has_aux=True))
+  (value, aux), grads = grad_fn(old_tok, old_fr)
+  assert np.isfinite(float(value)) and float(aux["token_ratio_mean"]) == pytest.approx(1.0, abs=1e-5)
+  assert float(jnp.abs(grads[0]).sum()) > 0 and float(jnp.abs(grads[1]).sum()) > 0
+  tok, fr = old_tok, old_fr
+  for _ in range(5):
+    _, (g_tok, g_fr) = grad_fn(tok, fr)
+    tok, fr = tok - 0.3 * g_tok, fr - 0.3 * g_fr
+  lp = jax.jit(lambda logits, f: (ocss.ocss_set_logprob_by_level(logits, mem.token_masks, mem.token_levels, shapes)[0],
+                                  ocss.frame_set_logprob(f, frame_masks, 1)[0]))
+  (lp_new, lf_new), (lp_old, lf_old) = lp(tok, fr), lp(old_tok, old_fr)
+  delta = np.asarray(lp_new - lp_old)
+  good = np.asarray(rewards[0]) > 0
+  assert delta[good].mean() > 0 > delta[~good].mean()
+  fr_delta = np.asarray(lf_new - lf_old)
+  assert fr_delta[0] > 0 > fr_delta[1]
+
+
+@pytest.mark.slow
+def test_exact_logprob_step_runs():
+  module, llm_params, batch = _tiny()
+  policy = CaCoVIDPolicy(hidden=16, num_heads=2)
+  params = numpy_params(policy.init, batch["visual"], jnp.zeros((B, 5, 32)), jnp.ones((B, 5), bool), seed=1)
+  tx = optax.adamw(1e-2)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  settings = CaCoVIDSettings(base_ratio=0.125, token_rollouts=3, frame_rollouts=2, visits=2, logprob="ocss_exact")
+  shapes = ocss.rung_shapes(settings.ladder, P, settings.lam)
+  step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))
+  memory = init_cacovid_memory(settings, B, T, P)
+  for visit, levels in enumerate(([4, 3], [4, 1])):
+    state, memory, metrics = step(state, batch, memory, jax.random.key(visit), llm_params, ratio=0.125,
+                                  levels=jnp.array(levels))
+  assert step._cache_size() == 1
+  lp_old = ocss.ocss_set_logprob_by_level(memory.old_token_logits.reshape(B, T, P), memory.token_masks,
+                                          memory.token_levels, shapes)
+  assert np.all(np.isfinite(np.asarray(lp_old)))  # each remembered rollout at the rung it was drawn at
+  for name in ("loss", "token_ratio_mean", "frame_ratio_mean", "grad_norm", "token_kl"):
+    assert np.isfinite(float(metrics[name])), name
+
+
+def test_padded_rollouts_answer_like_unpadded_ones():
+  # a sample at a lower rate is prefilled with the batch's largest k and its extra slots invalid: same answer
+  module, llm_params, batch = _tiny(1)
+  logits = jnp.asarray(np.random.default_rng(2).normal(size=(B, T, P)), jnp.float32)
+  s = ocss.ocss_group_sample_by_level(jax.random.key(0), logits, jnp.array([1, 0]), ((1, 8), (2, 4)), 3)
+  visual = batch["visual"].reshape(B, T * P, 32)
+  option_ids = jnp.array([3, 5, 7, 9])
+  rollout = jax.jit(lambda v, m, bt: rollout_option_logprobs(module, llm_params, v, m, bt, option_ids))
+  padded = rollout(visual, s, batch)
+  idx = s.indices[1:, :, :T]  # sample 1's T valid indices come first
+  assert bool(s.valid[1, :, :T].all()) and not bool(s.valid[1, :, T:].any())
+  alone = rollout(visual[1:], MaskSample(idx, idx, s.mask[1:], jnp.ones(idx.shape, bool)),
+                  {k: v[1:] for k, v in batch.items()})
+  np.testing.assert_allclose(np.asarray(padded[1]), np.asarray(alone[0]), atol=1e-4)

@@ -50,3 +50,29 @@ def test_memory_append_ring_and_old_logits():
   mem = dr.set_old_logits(mem, jnp.full((2, 4), 7.0), jnp.full((2, 2), 7.0))  # later visits keep the first
   np.testing.assert_allclose(mem.old_token_logits, 1.0)
   np.testing.assert_allclose(mem.old_frame_logits, 1.0)
+
+
+def test_per_sample_levels():
+  n = 5
+  # easy -> one rung down (clamped at 0), hard -> one up (clamped at the top), in between -> stays
+  got = dr.update_levels(np.array([4, 4, 0, 2, 1]), np.array([0.9, 0.1, 0.95, 0.5, 0.125]), n)
+  np.testing.assert_array_equal(got, [3, 4, 0, 2, 2])
+  for level, reward in ((4, 0.9), (0, 0.0), (2, 0.3)):  # the same rule as the single-rate update
+    assert dr.update_levels(np.array([level]), np.array([reward]), n)[0] == dr.update_level(level, reward, n)
+  with pytest.raises(ValueError, match="one entry per sample"):
+    dr.update_levels(np.array([1, 2]), np.array([0.5]), n)
+  with pytest.raises(ValueError, match="outside"):
+    dr.update_levels(np.array([5]), np.array([0.5]), n)
+  assert dr.level_of(0.04, dr.ratio_ladder(0.02)) == 2
+  with pytest.raises(ValueError, match="not on the ladder"):
+    dr.level_of(0.03, dr.ratio_ladder(0.02))
+
+
+def test_memory_records_the_rung_of_each_token_rollout():
+  mem = dr.init_memory(token_capacity=4, frame_capacity=2, n_tokens=3, n_frames=2, batch_shape=(2,))
+  append = jax.jit(dr.append_token)
+  masks = jnp.ones((2, 3, 3), bool)
+  mem = append(mem, masks, jnp.zeros((2, 3)), jnp.array([1, 4]))  # one rung per sample
+  np.testing.assert_array_equal(mem.token_levels, [[1, 1, 1, 0], [4, 4, 4, 0]])
+  mem = append(mem, masks[:, :2], jnp.zeros((2, 2)), jnp.array([2, 3]))  # wraps: slots 3, 0
+  np.testing.assert_array_equal(mem.token_levels, [[2, 1, 1, 2], [3, 4, 4, 3]])

@@ -489,7 +489,8 @@ def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, mon
 
   # The data iterator's position is in the checkpoint, as for the generated-world stages.
   mngr = checkpointing.manager(str(tmp_path / "run"), config.keep_checkpoints)
-  saved = mngr.restore(3, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+  saved = mngr.restore(3, args=ocp.args.Composite(**{
+      checkpointing.PER_PROCESS: checkpointing.PerProcessRestore()}))[checkpointing.PER_PROCESS]
   mngr.close()
   src = cache_cli.open_source(config, "train")
   fresh = make_iterator(src, 2, seed=config.seed, num_threads=1)

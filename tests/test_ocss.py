@@ -122,3 +122,156 @@ def test_content_and_frame_mode():
   assert np.all(np.diff(np.asarray(s.indices), axis=-1) > 0)
   # sample 0's frame 0 (softmax ~0.99, capped at 3/t = 0.75) is kept by most rollouts
   assert np.asarray(fmask[0, 1:, 0]).mean() > 0.7
+
+
+# ---- exact log-probability of the combination (the keep mask), against brute-force enumeration in numpy ----
+
+def _np_cap(p, cap):
+  """Cap-and-renormalise written from its definition: floor 1/n^2, normalise, then repeatedly pin entries
+  above the cap and spread the rest of the mass over the others in proportion."""
+  n = len(p)
+  p = np.maximum(p, 1 / n ** 2)
+  p = p / p.sum()
+  pinned = np.zeros(n, bool)
+  while True:
+    out = np.where(pinned, cap, p * (1 - cap * pinned.sum()) / p[~pinned].sum())
+    if not np.any(out[~pinned] > cap):
+      return np.where(pinned, cap, out)
+    pinned |= out > cap
+
+
+def _np_ocss_sets(logits, k, l, max_group_prob=2.0, within_clip=2.0):
+  """{frozenset of tokens: probability} of one frame's OCSS draw, by enumerating every (sub-space, order)."""
+  logits = np.asarray(logits, np.float64)
+  p = np.exp(logits - logits.max())
+  p /= p.sum()
+  n = len(p)
+  groups = np.array_split(np.argsort(-logits, kind="stable"), l)
+  mass = np.array([p[g].sum() for g in groups])
+  cap = max(min(max_group_prob / l, 0.9), 0.1) if l > 1 else 1.0
+  gp = _np_cap(mass, min(cap, 0.999)) if l > 1 else np.ones(1)
+  s = n // l
+  out = {}
+  for g, members in enumerate(groups):
+    w = p[members] / mass[g]
+    if within_clip is not None:
+      w = np.clip(w, 1 / (within_clip * s), within_clip / s)
+    w = dict(zip(members.tolist(), w))
+    for order in itertools.permutations(members.tolist(), k):
+      prob, left = gp[g], sum(w.values())
+      for i in order:
+        prob *= w[i] / left
+        left -= w[i]
+      out[frozenset(order)] = out.get(frozenset(order), 0.0) + prob
+  return out
+
+
+def _np_joint(frames_logits, k, l, **kw):
+  """Every joint outcome of T independent frames: {tuple of per-frame sets: probability}."""
+  per_frame = [_np_ocss_sets(f, k, l, **kw) for f in frames_logits]
+  joint = {}
+  for combo in itertools.product(*[list(d.items()) for d in per_frame]):
+    joint[tuple(s for s, _ in combo)] = float(np.prod([q for _, q in combo]))
+  return joint
+
+
+def _mask_of(sets, p):
+  m = np.zeros(len(sets) * p, bool)
+  for t, s in enumerate(sets):
+    m[[t * p + i for i in s]] = True
+  return m
+
+
+SET_LOGPROB = jax.jit(ocss.ocss_set_logprob, static_argnums=(2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("within_clip", [2.0, None])
+def test_set_logprob_ratio_equals_brute_force(within_clip):
+  # T = 2 frames of P = 6 tokens, k = 2 per frame in l = 2 sub-spaces of 3: 12 x 12 joint (sub-space, order) outcomes
+  old = np.array([[2.0, 1.0, 0.5, 0.0, -1.0, 0.3], [0.2, -0.4, 1.5, 0.9, -2.0, 0.0]])
+  new = old + np.array([[0.3, -0.2, 0.4, 0.1, 0.0, -0.1], [-0.2, 0.1, 0.0, 0.3, 0.2, -0.3]])  # same sort order
+  k, l, p = 2, 2, 6
+  bf_old, bf_new = _np_joint(old, k, l, within_clip=within_clip), _np_joint(new, k, l, within_clip=within_clip)
+  assert sum(bf_old.values()) == pytest.approx(1.0)
+  outcomes = sorted(bf_old, key=lambda o: [sorted(s) for s in o])
+  masks = jnp.asarray(np.stack([_mask_of(o, p) for o in outcomes]))[None]  # [1, C, 12]
+  lp_old = np.asarray(SET_LOGPROB(jnp.asarray(old, jnp.float32)[None], masks, k, l, 2.0, within_clip))[0]
+  lp_new = np.asarray(SET_LOGPROB(jnp.asarray(new, jnp.float32)[None], masks, k, l, 2.0, within_clip))[0]
+  want_old = np.array([bf_old[o] for o in outcomes])
+  np.testing.assert_allclose(np.exp(lp_old), want_old, rtol=2e-5)
+  ratio_bf = np.array([bf_new[o] / bf_old[o] for o in outcomes])
+  np.testing.assert_allclose(np.exp(lp_new - lp_old), ratio_bf, rtol=2e-5)
+  assert ratio_bf.min() < 0.8 and ratio_bf.max() > 1.2  # the case moves the ratio both ways
+
+  # logits that change the sort: draws the new partition cannot produce get -inf (ratio 0), as brute force says
+  shuffled = old[:, ::-1].copy()
+  bf_shuf = _np_joint(shuffled, k, l, within_clip=within_clip)
+  lp_shuf = np.asarray(SET_LOGPROB(jnp.asarray(shuffled, jnp.float32)[None], masks, k, l, 2.0, within_clip))[0]
+  want = np.array([bf_shuf.get(o, 0.0) for o in outcomes])
+  assert np.any(want == 0) and np.any(want > 0)
+  np.testing.assert_allclose(np.exp(lp_shuf), want, rtol=2e-5, atol=0)
+
+
+def test_set_logprob_sums_orders_of_the_ordered_logprob():
+  # the combination's probability is the sum of the ordered draw's over its k! orders (ocss_frame_logprob)
+  logits = jnp.array([1.0, -0.5, 0.2, 2.0, 0.0, -1.0, 0.7, 0.1], jnp.float32)
+  k, l = 3, 2
+  orders, probs = _enumerate(logits, k, l)
+  by_set = {}
+  for o, q in zip(orders, probs):
+    by_set[frozenset(o.tolist())] = by_set.get(frozenset(o.tolist()), 0.0) + q
+  sets = [sorted(s) for s in by_set]
+  lp = jax.jit(ocss.ocss_frame_set_logprob, static_argnums=(2,))(
+      jnp.broadcast_to(logits, (len(sets), 8)), jnp.asarray(sets, jnp.int32), l)
+  np.testing.assert_allclose(np.exp(np.asarray(lp)), [by_set[frozenset(s)] for s in sets], rtol=2e-5)
+
+
+def test_frame_set_logprob_matches_brute_force():
+  t, n_f = 5, 2
+  logits = np.array([[3.0, 0.0, -1.0, 0.5, 1.0]])
+  p = np.exp(logits[0] - logits[0].max())
+  w = _np_cap(p / p.sum(), 3.0 / t)
+  masks, want = [], []
+  for pair in itertools.combinations(range(t), n_f):
+    total = 0.0
+    for a, b in itertools.permutations(pair):
+      total += w[a] * w[b] / (1.0 - w[a])
+    masks.append(np.isin(np.arange(t), pair))
+    want.append(total)
+  lp = jax.jit(ocss.frame_set_logprob, static_argnums=2)(jnp.asarray(logits, jnp.float32),
+                                                         jnp.asarray(np.stack(masks))[None], n_f)
+  np.testing.assert_allclose(np.exp(np.asarray(lp[0])), want, rtol=2e-5)
+  assert sum(want) == pytest.approx(1.0)
+
+
+def test_by_level_sampler_and_logprob():
+  # two samples at different rungs: row 0 draws 1 token per frame from 3 sub-spaces, row 1 2 tokens from 2
+  shapes = ((1, 3), (2, 2))
+  b, t, p, g = 2, 2, 6, 3000
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.normal(size=(b, t, p)), jnp.float32)
+  levels = jnp.array([0, 1])
+  s = jax.jit(ocss.ocss_group_sample_by_level, static_argnums=(3, 4))(jax.random.key(0), logits, levels, shapes, g)
+  assert s.indices.shape == (b, g, t * 2)
+  per_frame = np.asarray(s.mask).reshape(b, g, t, p).sum(-1)
+  assert np.all(per_frame[0] == 1) and np.all(per_frame[1] == 2)
+  np.testing.assert_array_equal(np.asarray(s.valid).sum(-1), [[t] * g, [2 * t] * g])
+  idx, val, mask = map(np.asarray, (s.indices, s.valid, s.mask))
+  assert np.all(np.take_along_axis(mask, idx, -1)[val])  # valid indices are the mask's, padding is invalid
+  lv = jnp.broadcast_to(levels[:, None], (b, g))
+  lp = np.asarray(jax.jit(ocss.ocss_set_logprob_by_level, static_argnums=(3,))(logits, s.mask, lv, shapes))
+  assert np.all(np.isfinite(lp))
+  bits = 2 ** np.arange(t * p)
+  for row, (k, l) in enumerate(shapes):  # exp(logprob) is the brute-force probability, and the sampler's frequency
+    joint = {int(_mask_of(o, p) @ bits): q for o, q in _np_joint(np.asarray(logits[row], np.float64), k, l).items()}
+    codes = mask[row].astype(np.int64) @ bits
+    np.testing.assert_allclose(np.exp(lp[row]), [joint[c] for c in codes], rtol=5e-5)
+    for code, prob in sorted(joint.items(), key=lambda kv: -kv[1])[:3]:
+      assert np.mean(codes[1:] == code) == pytest.approx(prob, abs=0.03)
+
+
+def test_exact_set_logprob_bounds_k():
+  with pytest.raises(ValueError, match="k <= "):
+    ocss.set_logprob_without_replacement(jnp.zeros((20,)), jnp.arange(ocss.MAX_EXACT_K + 1))
+  assert ocss.ocss_shape(0.01, 16) == (1, 16)  # 50 sub-spaces clamped to P // k = 16
+  assert ocss.ocss_shape(0.125, 16) == (2, 4)

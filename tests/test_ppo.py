@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax.rl.ppo import group_advantage, keep_drop_ppo_loss, keep_drop_weights
+from score_jax.rl.ppo import group_advantage, keep_drop_kl, keep_drop_ppo_loss, keep_drop_weights, rollout_ppo_loss
 
 LOSS = jax.jit(keep_drop_ppo_loss, static_argnames=("eps_low", "eps_high", "reweight", "kl_coef"))
 
@@ -77,3 +77,32 @@ def test_kl_to_uniform():
   _, aux = LOSS(new, old, mask, adv, kl_coef=1.0, reweight=False)
   k3 = lambda p: 0.5 / p - math.log(0.5 / p) - 1  # exp(d) - d - 1 with d = log 0.5 - log p
   np.testing.assert_allclose(aux["kl"], (k3(0.8) + k3(0.2)) / 2, rtol=1e-5)
+
+
+def test_keep_drop_kl_is_the_loss_kl_term():
+  rng = np.random.default_rng(0)
+  new = jnp.asarray(rng.normal(size=(2, 6)), jnp.float32)
+  mask = jnp.asarray(rng.random((2, 3, 6)) < 0.4)
+  valid = jnp.array([[True, True, False], [True, False, True]])
+  for reweight in (True, False):
+    _, aux = LOSS(new, jnp.zeros((2, 6)), mask, jnp.zeros((2, 3)), valid, reweight=reweight, kl_coef=1.0)
+    np.testing.assert_allclose(keep_drop_kl(new, mask, valid, reweight), aux["kl"], rtol=1e-5)
+
+
+def test_rollout_ppo_loss_hand_computed():
+  loss_fn = jax.jit(rollout_ppo_loss)
+  old = jnp.log(jnp.array([[0.2, 0.2, 0.2, 0.2]]))
+  new = jnp.log(jnp.array([[0.3, 0.1, 0.1, 0.5]]))  # ratios 1.5, 0.5, 0.5, 2.5
+  adv = jnp.array([[1.0, 1.0, -1.0, 2.0]])
+  # A > 0: min(1.5, 1.28) = 1.28; min(0.5, 0.8) = 0.5; A < 0: -min(-0.5, -0.8) = 0.8; rollout 3 invalid
+  loss, aux = loss_fn(new, old, adv, jnp.array([[True, True, True, False]]))
+  np.testing.assert_allclose(loss, (-1.28 - 0.5 + 0.8) / 3, rtol=1e-5)
+  np.testing.assert_allclose(aux["clip_fraction"], 2 / 3, rtol=1e-5)
+  # a draw impossible under the new policy (-inf): ratio 0, finite loss and gradient; under the old one: ignored
+  new2 = new.at[0, 0].set(-jnp.inf).at[0, 2].set(jnp.log(0.22))  # rollout 2: ratio 1.1, inside the clip range
+  old2 = old.at[0, 1].set(-jnp.inf)
+  loss, g = jax.value_and_grad(lambda l: loss_fn(l, old2, adv)[0])(new2)
+  np.testing.assert_allclose(loss, (0.0 + 1.1 - 2 * 1.28) / 3, rtol=1e-5)
+  assert np.all(np.isfinite(np.asarray(g))) and float(g[0, 0]) == 0.0 and float(g[0, 1]) == 0.0
+  np.testing.assert_allclose(g[0, 2], 1.1 / 3, rtol=1e-5)  # d/dlp of -(ratio * A) with A = -1
+  assert float(g[0, 3]) == 0.0  # clipped

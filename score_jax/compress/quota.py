@@ -20,6 +20,19 @@ def even_quotas(total: int, t: int) -> np.ndarray:
   return q
 
 
+def split_quotas(method: str, k: int, t: int, p: int, frac: float) -> tuple[np.ndarray, np.ndarray]:
+  """Static per-frame (int(q_t * frac) [T], the rest [T]) counts of frame t's even share q_t of k
+  (`even_quotas`), for merging compressors that split each frame's budget in two; `method` names the
+  caller in errors."""
+  if not 1 <= k <= t * p:
+    raise ValueError(f"{method}: k={k} must be in [1, {t * p}].")
+  if not 0.0 <= frac <= 1.0:
+    raise ValueError(f"{method}: fraction {frac} must be in [0, 1].")
+  q = even_quotas(k, t)
+  part = np.floor(q * frac + 1e-9).astype(np.int32)
+  return part, q - part
+
+
 def mask_to_indices(mask: jnp.ndarray, k: int) -> jnp.ndarray:
   """bool [..., N] with exactly k True entries -> int32 [..., k] ascending indices.
 

@@ -1,16 +1,18 @@
 """CaCoVID: question-conditioned contribution scores, OCSS rollouts, PPO with a dynamic rate and replay.
 
 One training step = one batch visited `config.cacovid.visits` times: the replay memory is reset for the
-new batch, and before each visit the sample rate moves on its ladder (halved when the remembered
-rollouts are mostly right, doubled when mostly wrong). Memory and rate live only within a step, so a
-checkpoint between steps resumes exactly. Inference keeps a per-frame budget of the best tokens plus
-uniformly spread ones (`compress/cacovid_inference.py`).
+new batch, and before each visit every sample's rate moves on its ladder by its own remembered rewards
+(halved when they are mostly right, doubled when mostly wrong), as the authors' trainer does per sample.
+Memory and rates live only within a step, so a checkpoint between steps resumes exactly. Inference
+keeps a per-frame budget of the best tokens plus uniformly spread ones (`compress/cacovid_inference.py`).
 """
 from __future__ import annotations
 
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from score_jax.compress import cacovid_inference
 from score_jax.compress.cacovid_policy import CaCoVIDPolicy
@@ -39,7 +41,7 @@ def init_state(config, policy, tx, llm, key, mesh=None):
 
 
 def make_train_step(config, policy, llm, tx, mesh):
-  """step(state, batch, key, llm_params) -> (state, metrics of the last visit, plus the final rate)."""
+  """step(state, batch, key, llm_params) -> (state, metrics of the last visit, plus the final rates)."""
   del mesh  # the CaCoVID step runs on the default device layout (one sample per device in the paper)
   s = settings(config)
   visit = cs.make_cacovid_train_step(policy, llm.module, tx, s, llm.option_ids)
@@ -47,13 +49,16 @@ def make_train_step(config, policy, llm, tx, mesh):
   def step(state, batch, key, llm_params):
     b, t, p, _ = batch["visual"].shape
     memory = cs.init_cacovid_memory(s, b, t, p)
-    ratio = s.base_ratio
+    levels = np.full((b,), dr.level_of(s.base_ratio, s.ladder), np.int32)  # one rung per sample
     metrics = {}
     for v in range(s.visits):
       if v:
-        ratio = dr.update_ratio(ratio, float(dr.mean_token_reward(memory).mean()), s.ladder)
-      state, memory, metrics = visit(state, batch, memory, jax.random.fold_in(key, v), llm_params, ratio=ratio)
-    metrics = dict(metrics, sample_ratio=ratio, accuracy=metrics["reward_token"])
+        levels = dr.update_levels(levels, np.asarray(dr.mean_token_reward(memory)), len(s.ladder))
+      state, memory, metrics = visit(state, batch, memory, jax.random.fold_in(key, v), llm_params,
+                                     ratio=s.ladder[int(levels.max())], levels=jnp.asarray(levels))
+    rates = np.asarray(s.ladder)[levels]
+    metrics = dict(metrics, sample_ratio=float(rates.mean()), sample_ratio_min=float(rates.min()),
+                   sample_ratio_max=float(rates.max()), accuracy=metrics["reward_token"])
     return state, metrics
   return step
 

@@ -13,6 +13,11 @@ can change it. `keep_valid` (optional) masks padded slots of a variable-size kee
 Position ids: "original" gives every kept token the position it had in the full sequence (the
 text after the video keeps its original positions too); "repacked" numbers the valid tokens
 contiguously, as if the dropped tokens had never existed.
+
+What the LLM sees of the video is a `score_jax.compress.compressed.Compressed` (tokens, their position
+ids, validity): `assemble_compressed` builds the decoder input from it, and `assemble_inputs` /
+`prefill_logits` take either one (pass it as `visual` with `keep_idx=None`) or, as before, the visual
+tokens and kept indices (selection, i.e. `compressed.gather`).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from score_jax.compress.compressed import Compressed, gather
 from score_jax.models.llava_onevision import LlavaOnevision
 
 POSITION_MODES = ("original", "repacked")
@@ -38,36 +44,51 @@ def encode_video(model: LlavaOnevision, params, frames: jnp.ndarray) -> jnp.ndar
   return model.apply({"params": params}, frames, method=LlavaOnevision.encode_video)
 
 
-def assemble_inputs(model: LlavaOnevision, params, visual: jnp.ndarray, keep_idx: jnp.ndarray,
-                    prefix_ids: jnp.ndarray, suffix_ids: jnp.ndarray, suffix_len: jnp.ndarray,
-                    keep_valid: jnp.ndarray | None = None,
-                    position_mode: str = "original") -> PrefillInputs:
-  """Builds the decoder input from visual tokens [B, N, d] (or [B, T, P, d]) and kept indices [B, k]."""
+def assemble_compressed(model: LlavaOnevision, params, video: Compressed, prefix_ids: jnp.ndarray,
+                        suffix_ids: jnp.ndarray, suffix_len: jnp.ndarray,
+                        position_mode: str = "original") -> PrefillInputs:
+  """Builds the decoder input from what the LLM sees of the video: [prefix][video.tokens][newline][suffix]."""
   if position_mode not in POSITION_MODES:
     raise ValueError(f"position_mode={position_mode!r}; expected one of {POSITION_MODES}.")
-  b = visual.shape[0]
-  visual = visual.reshape(b, -1, visual.shape[-1])
-  n, d = visual.shape[1], visual.shape[2]
-  k = keep_idx.shape[1]
+  b, k, d = video.tokens.shape
+  if video.positions.shape != (b, k) or video.valid.shape != (b, k):
+    raise ValueError(f"Compressed video: positions {video.positions.shape} and valid {video.valid.shape} "
+                     f"must both be [B, k] = {(b, k)}.")
+  n = video.span
   lp, ls = prefix_ids.shape[1], suffix_ids.shape[1]
-  if keep_valid is None:
-    keep_valid = jnp.ones((b, k), dtype=bool)
   apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
-  kept = jnp.take_along_axis(visual, keep_idx[..., None].astype(jnp.int32), axis=1).astype(model.dtype)
   newline = jnp.broadcast_to(apply(LlavaOnevision.newline), (b, 1, d))
-  embeds = jnp.concatenate([apply(LlavaOnevision.embed, prefix_ids), kept, newline,
+  embeds = jnp.concatenate([apply(LlavaOnevision.embed, prefix_ids), video.tokens.astype(model.dtype), newline,
                             apply(LlavaOnevision.embed, suffix_ids)], axis=1)
   suffix_valid = jnp.arange(ls)[None, :] < suffix_len[:, None]
-  valid = jnp.concatenate([jnp.ones((b, lp), bool), keep_valid, jnp.ones((b, 1), bool), suffix_valid],
+  valid = jnp.concatenate([jnp.ones((b, lp), bool), video.valid, jnp.ones((b, 1), bool), suffix_valid],
                           axis=1)
   if position_mode == "original":
     positions = jnp.concatenate([
-        jnp.broadcast_to(jnp.arange(lp), (b, lp)), lp + keep_idx, jnp.full((b, 1), lp + n),
+        jnp.broadcast_to(jnp.arange(lp), (b, lp)), lp + video.positions, jnp.full((b, 1), lp + n),
         jnp.broadcast_to(lp + n + 1 + jnp.arange(ls), (b, ls))], axis=1)
   else:
     positions = jnp.cumsum(valid, axis=1) - 1
   answer_index = (lp + k + 1 + suffix_len - 1).astype(jnp.int32)
   return PrefillInputs(embeds, positions.astype(jnp.int32), valid, answer_index)
+
+
+def assemble_inputs(model: LlavaOnevision, params, visual, keep_idx: jnp.ndarray | None,
+                    prefix_ids: jnp.ndarray, suffix_ids: jnp.ndarray, suffix_len: jnp.ndarray,
+                    keep_valid: jnp.ndarray | None = None,
+                    position_mode: str = "original") -> PrefillInputs:
+  """Builds the decoder input from visual tokens [B, N, d] (or [B, T, P, d]) and kept indices [B, k]
+  (selection), or from a `Compressed` video passed as `visual` with `keep_idx=None`."""
+  if isinstance(visual, Compressed):
+    if keep_idx is not None or keep_valid is not None:
+      raise ValueError("assemble_inputs: a Compressed video carries its own positions and validity; "
+                       "pass keep_idx=None and keep_valid=None.")
+    video = visual
+  elif keep_idx is None:
+    raise ValueError("assemble_inputs: keep_idx is None, so `visual` must be a Compressed video.")
+  else:
+    video = gather(visual, keep_idx, keep_valid)
+  return assemble_compressed(model, params, video, prefix_ids, suffix_ids, suffix_len, position_mode)
 
 
 def decode(model: LlavaOnevision, params, inputs: PrefillInputs) -> jnp.ndarray:
@@ -77,7 +98,8 @@ def decode(model: LlavaOnevision, params, inputs: PrefillInputs) -> jnp.ndarray:
 
 def prefill_logits(model: LlavaOnevision, params, visual, keep_idx, prefix_ids, suffix_ids, suffix_len,
                    keep_valid=None, position_mode: str = "original") -> jnp.ndarray:
-  """Next-token logits [B, V] at the answer position, given only the kept visual tokens."""
+  """Next-token logits [B, V] at the answer position, given only the kept visual tokens (or a
+  `Compressed` video as `visual`, keep_idx None)."""
   inputs = assemble_inputs(model, params, visual, keep_idx, prefix_ids, suffix_ids, suffix_len,
                            keep_valid, position_mode)
   hidden = decode(model, params, inputs)

@@ -1,19 +1,28 @@
 """One jitted CaCoVID update (one visit of a batch of samples) against the frozen video LLM.
 
-    state, memory, metrics = train_step(state, batch, memory, key, llm_params, ratio=r)
+    state, memory, metrics = train_step(state, batch, memory, key, llm_params, ratio=r, levels=lv)
 
 1. question embeddings from the frozen LLM's embedding table (batch["question_ids"]/["question_mask"], by
    default the suffix and its length, or ready embeddings in batch["question"]); policy token and frame logits;
    the first visit's logits are stored in the memory and used for sampling and as PPO's old policy;
-2. rollouts with k = round(r * P) tokens per frame (T * k tokens each): content (density peaks, reward
-   reported only, as in the authors' code), token (OCSS, first = top-k), frame (n_f frames, density peaks in them);
+2. rollouts, each sample at its own rate (rung lv[b] of `settings.ladder`; k = round(r * P) tokens per frame,
+   `ocss.ocss_shape`): content (density peaks, reward reported only, as in the authors' code), token (OCSS,
+   first = top-k), frame (n_f frames, density peaks in them); T * k_max token slots, a sample at a lower rate
+   has its extra slots marked invalid (masked in the prefill);
 3. one batched prefill per rollout -> multiple-choice correctness (0/1) rewards;
-4. token and frame rollouts are appended to the replay memory; advantages (R - mean) / (std + 1e-4) over
-   everything remembered of each kind; per-token PPO (re-weighted) + per-frame PPO, optional KL to uniform.
-The rate r is static (k must be): it compiles once per rung of `dynamic_ratio.ratio_ladder`. The host loop
-resets the memory per new batch (`init_cacovid_memory`), and before each visit moves r with
-`dynamic_ratio.update_ratio(r, float(mean_token_reward(memory).mean()), ladder)`. The rate is shared by the
-samples of a batch (CaCoVID trains with one sample per device).
+4. token and frame rollouts (and the rung of each) are appended to the replay memory; advantages
+   (R - mean) / (std + 1e-4) over everything remembered of each kind; then `settings.logprob`:
+   "per_token" (the authors'): per-token PPO (re-weighted) + per-frame PPO, optional KL to uniform;
+   "ocss_exact": one clipped ratio per rollout, exp(log P_new(mask) - log P_old(mask)) with the exact
+   probability of the keep mask under OCSS (token rollouts, at the rung each was drawn at) and of the frame
+   set under frame mode (`ocss.ocss_set_logprob_by_level`, `ocss.frame_set_logprob`), same KL term. The
+   deterministic first rollouts (top-k tokens, top frames) are scored by their probability under the sampler,
+   as the per-token loss scores them; the ratio of a whole rollout is a product over its T frames, so it
+   leaves the clip range much sooner than a per-token ratio does.
+`ratio` (static) is the largest rate of the batch, so the step compiles once per rung of
+`dynamic_ratio.ratio_ladder`; `levels` int [B] (dynamic, default: every sample at `ratio`) the rung of each
+sample. The host loop (`methods/cacovid.py`) resets memory and levels per new batch and before each visit
+moves every sample's rung by its own remembered rewards (`dynamic_ratio.update_levels`).
 Reference: CaCoVID (arXiv 2602.01649) training code; mirrors `rl/train_step.py`.
 """
 from __future__ import annotations
@@ -28,10 +37,13 @@ from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.rl import dynamic_ratio as dr
 from score_jax.rl import ocss
 from score_jax.rl import rewards as rew
-from score_jax.rl.ppo import group_advantage, keep_drop_ppo_loss
+from score_jax.rl.ppo import group_advantage, keep_drop_kl, keep_drop_ppo_loss, rollout_ppo_loss
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import MaskSample
 from score_jax.rl.train_step import TrainState
+
+
+LOGPROBS = ("per_token", "ocss_exact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +64,7 @@ class CaCoVIDSettings:
   kl_coef: float = 0.0
   ppo_epochs: int = 1
   position_mode: str = "original"
+  logprob: str = "per_token"
 
   def __post_init__(self):
     if not 0.0 < self.base_ratio <= 1.0:
@@ -62,6 +75,8 @@ class CaCoVIDSettings:
       raise ValueError("token_rollouts and frame_rollouts must be >= 2 (group advantages).")
     if self.visits < 1 or self.ppo_epochs < 1:
       raise ValueError("visits and ppo_epochs must be >= 1.")
+    if self.logprob not in LOGPROBS:
+      raise ValueError(f"cacovid.logprob={self.logprob!r}; expected one of {LOGPROBS}.")
 
   @property
   def ladder(self) -> tuple[float, ...]:
@@ -94,21 +109,63 @@ def _concat(samples: list[MaskSample]) -> MaskSample:
   return jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=1), *samples)
 
 
+def cacovid_loss(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, memory: dr.ReplayMemory,
+                 settings: CaCoVIDSettings, shapes: tuple[tuple[int, int], ...],
+                 n_frames: int) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Token + frame PPO loss of the policy's new logits (token [B, T, P], frame [B, T]) over everything in
+  the replay memory (old policy: the memory's first-visit logits), per `settings.logprob`; `shapes` are
+  the (k, l) of every ladder rung (`ocss.rung_shapes`), `n_frames` the frames of a frame-mode rollout."""
+  s = settings
+  b, t, p = token_logits.shape
+  adv_tok = group_advantage(memory.token_rewards, memory.token_valid)
+  adv_fr = group_advantage(memory.frame_rewards, memory.frame_valid)
+  old_tok = jax.lax.stop_gradient(memory.old_token_logits).reshape(b, t, p)
+  old_fr = jax.lax.stop_gradient(memory.old_frame_logits)
+  if s.logprob == "ocss_exact":
+    lp_tok = lambda logits: ocss.ocss_set_logprob_by_level(logits, memory.token_masks, memory.token_levels,
+                                                           shapes, s.max_group_prob, s.within_clip)
+    lp_fr = lambda logits: ocss.frame_set_logprob(logits, memory.frame_masks, n_frames, s.max_frame_prob)
+    tok_loss, tok_aux = rollout_ppo_loss(lp_tok(token_logits), lp_tok(old_tok), adv_tok, memory.token_valid,
+                                         eps_low=s.eps_low, eps_high=s.eps_high)
+    fr_loss, fr_aux = rollout_ppo_loss(lp_fr(frame_logits), lp_fr(old_fr), adv_fr, memory.frame_valid,
+                                       eps_low=s.eps_low, eps_high=s.eps_high)
+    kl_tok = keep_drop_kl(token_logits.reshape(b, t * p), memory.token_masks, memory.token_valid, reweight=True)
+    kl_fr = keep_drop_kl(frame_logits, memory.frame_masks, memory.frame_valid, reweight=False)
+    tok_aux = dict(tok_aux, kl=jax.lax.stop_gradient(kl_tok))
+    fr_aux = dict(fr_aux, kl=jax.lax.stop_gradient(kl_fr))
+    if s.kl_coef:
+      tok_loss, fr_loss = tok_loss + s.kl_coef * kl_tok, fr_loss + s.kl_coef * kl_fr
+  else:
+    tok_loss, tok_aux = keep_drop_ppo_loss(
+        token_logits.reshape(b, t * p), old_tok.reshape(b, t * p), memory.token_masks, adv_tok, memory.token_valid,
+        eps_low=s.eps_low, eps_high=s.eps_high, reweight=True, kl_coef=s.kl_coef)
+    fr_loss, fr_aux = keep_drop_ppo_loss(
+        frame_logits, old_fr, memory.frame_masks, adv_fr, memory.frame_valid,
+        eps_low=s.eps_low, eps_high=s.eps_high, reweight=False, kl_coef=s.kl_coef)
+  aux = {**{f"token_{k}": v for k, v in tok_aux.items()}, **{f"frame_{k}": v for k, v in fr_aux.items()}}
+  return tok_loss + fr_loss, aux
+
+
 def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation, settings: CaCoVIDSettings,
                             option_ids: jnp.ndarray):
-  """Returns the jitted `train_step(state, batch, memory, key, llm_params, ratio) -> (state, memory, metrics)`.
+  """Returns the jitted `train_step(state, batch, memory, key, llm_params, ratio, levels=None)
+  -> (state, memory, metrics)`.
 
-  `ratio` is static (a rung of `settings.ladder`); state and memory are donated.
+  `ratio` is static (a rung of `settings.ladder`: the largest rate of the batch); `levels` int [B] the rung
+  of each sample (<= that of `ratio`; None: all at `ratio`); state and memory are donated.
   """
   s = settings
 
   def train_step(state: TrainState, batch: dict, memory: dr.ReplayMemory, key: jax.Array, llm_params,
-                 ratio: float):
+                 ratio: float, levels: jnp.ndarray | None = None):
     visual = batch["visual"]
     b, t, p, d = visual.shape
     n = t * p
-    k = ocss.tokens_per_frame(ratio, p)
-    l = ocss.num_subspaces(ratio, s.lam)
+    top = dr.level_of(ratio, s.ladder)
+    shapes = ocss.rung_shapes(s.ladder, p, s.lam)
+    levels = jnp.full((b,), top, jnp.int32) if levels is None else jnp.minimum(levels.astype(jnp.int32), top)
+    k = shapes[top][0]  # token slots per frame (the largest k of the batch)
+    k_row = jnp.asarray([kk for kk, _ in shapes], jnp.int32)[levels]  # [B] each sample's k
     n_f = ocss.frames_per_rollout(t, s.frame_ratio)
     question, q_mask = question_inputs(llm_module, llm_params, batch)
     apply = lambda params: policy.apply({"params": params}, visual, question, q_mask)
@@ -116,31 +173,23 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
     memory = dr.set_old_logits(memory, cur.token.reshape(b, n), cur.frame)
     old_tok, old_fr = memory.old_token_logits.reshape(b, t, p), memory.old_frame_logits
     k_tok, k_fr = jax.random.split(key)
-    token_s = ocss.ocss_group_sample(k_tok, old_tok, k, s.token_rollouts, l, s.max_group_prob, s.within_clip)
+    token_s = ocss.ocss_group_sample_by_level(k_tok, old_tok, levels, shapes[:top + 1], s.token_rollouts,
+                                              s.max_group_prob, s.within_clip)
     frame_s, frame_mask = ocss.frame_mode_sample(k_fr, old_fr, visual, k * t, n_f, s.frame_rollouts,
-                                                 s.max_frame_prob, s.knn)
-    parts = ([ocss.content_sample(visual, k, s.knn)] if s.content_rollouts else []) + [token_s, frame_s]
+                                                 s.max_frame_prob, s.knn, k_valid=k_row * t)
+    parts = ([ocss.content_sample(visual, k, s.knn, k_row)] if s.content_rollouts else []) + [token_s, frame_s]
     masks = _concat(parts)
     option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), masks, batch,
                                           option_ids, s.position_mode)
     correct = rew.mc_correct(option_logp, batch["answer"][:, None])  # [B, G]
     c0 = s.content_rollouts
     r_tok, r_fr = correct[:, c0:c0 + s.token_rollouts], correct[:, c0 + s.token_rollouts:]
-    memory = dr.append_token(memory, token_s.mask, r_tok)
+    memory = dr.append_token(memory, token_s.mask, r_tok, levels)
     memory = dr.append_frame(memory, frame_mask, r_fr)
-    adv_tok = group_advantage(memory.token_rewards, memory.token_valid)
-    adv_fr = group_advantage(memory.frame_rewards, memory.frame_valid)
 
     def loss_fn(params):
       new = apply(params)
-      tok_loss, tok_aux = keep_drop_ppo_loss(
-          new.token.reshape(b, n), memory.old_token_logits, memory.token_masks, adv_tok, memory.token_valid,
-          eps_low=s.eps_low, eps_high=s.eps_high, reweight=True, kl_coef=s.kl_coef)
-      fr_loss, fr_aux = keep_drop_ppo_loss(
-          new.frame, memory.old_frame_logits, memory.frame_masks, adv_fr, memory.frame_valid,
-          eps_low=s.eps_low, eps_high=s.eps_high, reweight=False, kl_coef=s.kl_coef)
-      aux = {**{f"token_{k_}": v for k_, v in tok_aux.items()}, **{f"frame_{k_}": v for k_, v in fr_aux.items()}}
-      return tok_loss + fr_loss, aux
+      return cacovid_loss(new.token, new.frame, memory, s, shapes, n_f)
 
     params, opt_state = state.params, state.opt_state
     for _ in range(s.ppo_epochs):
@@ -150,7 +199,7 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
     metrics = {
         "loss": loss, "reward_token": r_tok.mean(), "reward_frame": r_fr.mean(),
         "reward_content": correct[:, 0].mean() if c0 else jnp.float32(jnp.nan),
-        "memory_reward": dr.mean_token_reward(memory).mean(), "tokens_kept": jnp.int32(k * t),
+        "memory_reward": dr.mean_token_reward(memory).mean(), "tokens_kept": jnp.mean(k_row * t),
         "grad_norm": optax.global_norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), memory, metrics
 

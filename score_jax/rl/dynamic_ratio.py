@@ -3,6 +3,11 @@
 Each training sample is revisited several times. Before a visit, the mean reward of its remembered
 token rollouts decides the sample rate r: >= 0.875 (too easy) halves it, not below min(0.01, r0);
 <= 0.125 (too hard) doubles it, not above max(0.12, r0) (r0 = base rate; 0.5 before any rollout).
+The rate is per sample: the authors' trainer (one sample per device) resets rate, memory and "accuracy" for
+every new sample and moves the rate between that sample's consecutive visits (LivingFutureLab/CaCoVID @384752d,
+src/r1-v/src/open_r1/trainer/grpo_trainer.py, the `while self.valid_iter < self.num_iter_for_item` loop). Here a
+sample is a batch row, its visits are the visits of one training step, so the state is one rung per row
+(`update_levels`), reset every step.
 
 Static shapes: the number of tokens per frame k = round(r * P) is a compile-time constant, so r moves on a
 fixed ladder of rates (`ratio_ladder`: r0 * 2^j inside [lo, hi] plus the clamps lo and hi themselves) one
@@ -11,7 +16,8 @@ The one departure from the authors' code: from a clamp that is not a power-of-tw
 halving goes to the next rung (0.08) instead of 0.06.
 
 Replay memory (`ReplayMemory`, a pytree of fixed-capacity ring buffers): keep masks over all N tokens (so
-rollouts drawn at different rates share one shape), rewards and validity, for token and frame rollouts;
+rollouts drawn at different rates share one shape), the rung each token rollout was drawn at (the exact OCSS
+log-probability needs its k and l), rewards and validity, for token and frame rollouts;
 plus the policy logits of the first visit, which CaCoVID's PPO uses as the "old" policy for every
 remembered rollout. Pure functions (`init_memory`, `append_token`, `append_frame`, `set_old_logits`,
 `mean_token_reward`) work inside or outside jit, with any leading batch shape.
@@ -23,6 +29,7 @@ import math
 
 import flax
 import jax.numpy as jnp
+import numpy as np
 
 EASY, HARD = 0.875, 0.125
 
@@ -52,13 +59,30 @@ def update_level(level: int, mean_reward: float, n_levels: int, easy: float = EA
   return level
 
 
-def update_ratio(ratio: float, mean_reward: float, ladder: tuple[float, ...], easy: float = EASY,
-                 hard: float = HARD) -> float:
-  """`update_level` on rates: ratio must be a rung of `ladder`."""
+def update_levels(levels: np.ndarray, mean_rewards: np.ndarray, n_levels: int, easy: float = EASY,
+                  hard: float = HARD) -> np.ndarray:
+  """`update_level` per sample (host side): levels int [B], mean rewards [B] -> new levels int32 [B]."""
+  levels, mean_rewards = np.asarray(levels), np.asarray(mean_rewards, np.float64)
+  if levels.shape != mean_rewards.shape:
+    raise ValueError(f"levels {levels.shape} and mean rewards {mean_rewards.shape} must have one entry per sample.")
+  if levels.size and not (levels.min() >= 0 and levels.max() < n_levels):
+    raise ValueError(f"levels {levels.tolist()} outside [0, {n_levels}).")
+  step = np.where(mean_rewards >= easy, -1, np.where(mean_rewards <= hard, 1, 0))
+  return np.clip(levels + step, 0, n_levels - 1).astype(np.int32)
+
+
+def level_of(ratio: float, ladder: tuple[float, ...]) -> int:
+  """Index of `ratio` on `ladder` (a ValueError if it is not a rung)."""
   matches = [i for i, r in enumerate(ladder) if abs(r - ratio) <= 1e-9 * max(r, 1.0)]
   if not matches:
     raise ValueError(f"ratio={ratio} is not on the ladder {ladder}.")
-  return ladder[update_level(matches[0], mean_reward, len(ladder), easy, hard)]
+  return matches[0]
+
+
+def update_ratio(ratio: float, mean_reward: float, ladder: tuple[float, ...], easy: float = EASY,
+                 hard: float = HARD) -> float:
+  """`update_level` on rates: ratio must be a rung of `ladder`."""
+  return ladder[update_level(level_of(ratio, ladder), mean_reward, len(ladder), easy, hard)]
 
 
 @flax.struct.dataclass
@@ -66,6 +90,7 @@ class ReplayMemory:
   token_masks: jnp.ndarray    # bool [..., C_tok, N]
   token_rewards: jnp.ndarray  # f32 [..., C_tok]
   token_valid: jnp.ndarray    # bool [..., C_tok]
+  token_levels: jnp.ndarray   # int32 [..., C_tok]: ladder rung each token rollout was drawn at
   frame_masks: jnp.ndarray    # bool [..., C_frame, T]
   frame_rewards: jnp.ndarray  # f32 [..., C_frame]
   frame_valid: jnp.ndarray    # bool [..., C_frame]
@@ -84,13 +109,13 @@ def init_memory(token_capacity: int, frame_capacity: int, n_tokens: int, n_frame
   z = lambda *s, dt=jnp.float32: jnp.zeros(batch_shape + s, dt)
   return ReplayMemory(
       token_masks=z(token_capacity, n_tokens, dt=bool), token_rewards=z(token_capacity),
-      token_valid=z(token_capacity, dt=bool), frame_masks=z(frame_capacity, n_frames, dt=bool),
+      token_valid=z(token_capacity, dt=bool), token_levels=z(token_capacity, dt=jnp.int32), frame_masks=z(frame_capacity, n_frames, dt=bool),
       frame_rewards=z(frame_capacity), frame_valid=z(frame_capacity, dt=bool),
       token_count=z(dt=jnp.int32), frame_count=z(dt=jnp.int32), old_token_logits=z(n_tokens),
       old_frame_logits=z(n_frames), has_old=z(dt=bool))
 
 
-def _ring_write(masks, rewards, valid, count, new_masks, new_rewards):
+def _ring_write(masks, rewards, valid, count, new_masks, new_rewards, tags=None, new_tags=None):
   cap, g = masks.shape[-2], new_masks.shape[-2]
   if g > cap:
     raise ValueError(f"cannot append {g} rollouts to a memory of capacity {cap}.")
@@ -103,18 +128,25 @@ def _ring_write(masks, rewards, valid, count, new_masks, new_rewards):
   masks = jnp.where(hit[..., None], new_m, masks)
   rewards = jnp.where(hit, new_r, rewards)
   valid = valid | hit
-  return masks, rewards, valid, count + g
+  if tags is not None:
+    tags = jnp.where(hit, jnp.take_along_axis(jnp.broadcast_to(new_tags, new_rewards.shape), src, axis=-1), tags)
+  return masks, rewards, valid, count + g, tags
 
 
-def append_token(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray) -> ReplayMemory:
-  """Append token rollouts (masks bool [..., G, N], rewards [..., G]); the oldest are overwritten when full."""
-  m, r, v, c = _ring_write(mem.token_masks, mem.token_rewards, mem.token_valid, mem.token_count, masks, rewards)
-  return mem.replace(token_masks=m, token_rewards=r, token_valid=v, token_count=c)
+def append_token(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray,
+                 levels: jnp.ndarray | int = 0) -> ReplayMemory:
+  """Append token rollouts (masks bool [..., G, N], rewards [..., G], rung int or int [...] / [..., G]);
+  the oldest are overwritten when full."""
+  levels = jnp.asarray(levels, jnp.int32)
+  levels = levels[..., None] if levels.ndim == rewards.ndim - 1 else levels
+  m, r, v, c, lv = _ring_write(mem.token_masks, mem.token_rewards, mem.token_valid, mem.token_count, masks, rewards,
+                               mem.token_levels, levels)
+  return mem.replace(token_masks=m, token_rewards=r, token_valid=v, token_count=c, token_levels=lv)
 
 
 def append_frame(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray) -> ReplayMemory:
   """Append frame rollouts (frame keep masks bool [..., G, T], rewards [..., G])."""
-  m, r, v, c = _ring_write(mem.frame_masks, mem.frame_rewards, mem.frame_valid, mem.frame_count, masks, rewards)
+  m, r, v, c, _ = _ring_write(mem.frame_masks, mem.frame_rewards, mem.frame_valid, mem.frame_count, masks, rewards)
   return mem.replace(frame_masks=m, frame_rewards=r, frame_valid=v, frame_count=c)
 
 

@@ -11,12 +11,22 @@ Token mode (OCSS), independently in every frame, k tokens per frame:
      proportional to w_i = clip(p_i / mass, 1/(2s), 2/s) (s = P // l; the within-group clamp of the
      authors' code, `within_clip=None` turns it off) via Gumbel-top-k on log w.
   The first mask of a group is the deterministic per-frame top-k.
-Log-probabilities: `ocss_logprob` gives the exact log-probability of the draw (sum over frames of
-log P(sub-space) + Plackett-Luce log P(order | sub-space)), re-evaluated under any logits (the sub-space
-partition is recomputed from them; a draw that is no longer inside one sub-space gets -inf). The CaCoVID
-loss does NOT use it: its per-token PPO treats each token as a keep/drop action with probability
-sigmoid(logit) (`sampling.per_token_keep_logprob`, see `rl/ppo.py`); `ocss_logprob` is for analysis,
-tests and sequence-level surrogates.
+Log-probabilities, re-evaluated under any logits (the sub-space partition is recomputed from them; a draw
+that is no longer inside one sub-space gets -inf):
+  `ocss_logprob`: the ordered draw, sum over frames of log P(sub-space) + Plackett-Luce log P(order | sub-space);
+  `ocss_set_logprob`: the combination (the keep mask the LLM saw), sum over frames of
+      log P(g) + log P(S | g), where S (|S| = k) lies in sub-space g and P(S | g) sums the k! orders:
+      with w the within-group weights, W their total over g, and f(A) the probability that the first |A|
+      draws are the set A, f({}) = 1 and f(A) = sum_{i in A} f(A - i) * w_i / (W - w(A - i)), so
+      P(S | g) = f(S), computed exactly in log space over the 2^k subsets of S (`set_logprob_without_replacement`,
+      static tables, k <= MAX_EXACT_K; no polynomial-time formula for it is known, so k is bounded).
+  `frame_set_logprob`: the same for frame mode's n_f frames drawn from the capped frame softmax (the tokens
+      inside the chosen frames are deterministic given the frames).
+CaCoVID's default loss uses none of them: its per-token PPO treats each token as a keep/drop action with
+probability sigmoid(logit) (`sampling.per_token_keep_logprob`, see `rl/ppo.py`); `cacovid.logprob="ocss_exact"`
+uses the set log-probabilities instead (`rl/cacovid_step.py`).
+Dynamic rates per sample: `rung_shapes` gives (k, l) of every ladder rate, `ocss_group_sample_by_level` draws
+each row at its own rung, padded to the largest k (MaskSample validity marks the padding).
 
 Frame mode: frame probabilities softmax(frame logits) capped at 3/t (same cap-and-renormalise), n_f frames
 drawn without replacement (Gumbel-top-k; the first mask takes the top frames), then the whole budget
@@ -63,6 +73,19 @@ def subspace_of_rank(p: int, l: int) -> np.ndarray:
 def tokens_per_frame(ratio: float, p: int) -> int:
   """k = round(ratio * P), at least 1 (Python rounding, as the authors' code)."""
   return max(int(round(ratio * p)), 1)
+
+
+def ocss_shape(ratio: float, p: int, lam: float = 2.0) -> tuple[int, int]:
+  """(k, l) of a token-mode draw at rate `ratio` over P tokens per frame: k = `tokens_per_frame`,
+  l = min(`num_subspaces`, P // k). The clamp is ours: every sub-space must hold k tokens, which the
+  authors' 196 tokens per frame never violate but a low rate on a small frame does (0.01 of 16 tokens)."""
+  k = tokens_per_frame(ratio, p)
+  return k, min(num_subspaces(ratio, lam), p // k)
+
+
+def rung_shapes(ladder: tuple[float, ...], p: int, lam: float = 2.0) -> tuple[tuple[int, int], ...]:
+  """`ocss_shape` of every rate of a dynamic-ratio ladder (index = rung)."""
+  return tuple(ocss_shape(r, p, lam) for r in ladder)
 
 
 def cap_probabilities(p: jnp.ndarray, cap: float) -> jnp.ndarray:
@@ -157,6 +180,25 @@ def _frames_to_sample(local_order: jnp.ndarray, p: int, n: int) -> MaskSample:
   return MaskSample(indices, flat_order, indices_to_mask(indices, n), jnp.ones(indices.shape, bool))
 
 
+def _flat_to_sample(flat: jnp.ndarray, valid: jnp.ndarray, n: int) -> MaskSample:
+  """Flat draw orders [..., K] with validity -> MaskSample: valid indices first, ascending; padding index 0."""
+  key = jnp.where(valid, flat, n)  # padding sorts last
+  indices = jnp.sort(key, axis=-1).astype(jnp.int32)
+  kept = indices < n
+  indices = jnp.where(kept, indices, 0)
+  order = jnp.where(valid, flat, 0).astype(jnp.int32)
+  return MaskSample(indices, order, indices_to_mask(indices, n, kept), kept)
+
+
+def _padded_frames_to_sample(local_order: jnp.ndarray, p: int) -> MaskSample:
+  """Per-frame local orders [..., T, k_max] with -1 padding -> MaskSample over N = T * P (order frame-major)."""
+  t, k = local_order.shape[-2:]
+  valid = local_order >= 0
+  flat = local_order + (jnp.arange(t, dtype=jnp.int32) * p)[:, None]
+  shape = local_order.shape[:-2] + (t * k,)
+  return _flat_to_sample(flat.reshape(shape), valid.reshape(shape), t * p)
+
+
 def ocss_group_sample(key: jax.Array, logits: jnp.ndarray, k: int, group_size: int, l: int,
                       max_group_prob: float = 2.0, within_clip: float | None = 2.0,
                       first_topk: bool = True) -> MaskSample:
@@ -184,12 +226,127 @@ def ocss_logprob(logits: jnp.ndarray, sample: MaskSample, l: int, max_group_prob
   return jnp.sum(lp, axis=-1)
 
 
-def content_sample(visual: jnp.ndarray, k: int, knn: int = 4) -> MaskSample:
-  """Content rollout: per frame the k density-peak tokens. [B, T, P, d] -> leaves [B, 1, T * k]."""
+def _rows_at(levels: jnp.ndarray, shapes: tuple[tuple[int, int], ...], shape: tuple[int, int]) -> jnp.ndarray:
+  """bool [...]: entries of `levels` whose rung has (k, l) == shape."""
+  rungs = [j for j, s in enumerate(shapes) if s == shape]
+  return jnp.isin(levels, jnp.asarray(rungs, jnp.int32))
+
+
+def ocss_group_sample_by_level(key: jax.Array, logits: jnp.ndarray, levels: jnp.ndarray,
+                               shapes: tuple[tuple[int, int], ...], group_size: int, max_group_prob: float = 2.0,
+                               within_clip: float | None = 2.0, first_topk: bool = True) -> MaskSample:
+  """G OCSS masks per sample, each sample at its own rung: logits [B, T, P], levels int [B] (index into
+  `shapes`, the (k, l) of every rung) -> MaskSample leaves [B, G, T * k_max]; a row at a rung with k < k_max
+  has its padding marked invalid (`valid`), so one compiled step serves every mix of rates. Every (k, l) draws
+  from the same key, so rows at one rung get exactly `ocss_group_sample`'s masks."""
+  b, t, p = logits.shape
+  k_max = max(k for k, _ in shapes)
+  orders = jnp.full((b, group_size, t, k_max), -1, jnp.int32)
+  for k, l in sorted(set(shapes)):
+    o = ocss_group_sample(key, logits, k, group_size, l, max_group_prob, within_clip, first_topk).order
+    o = jnp.pad(o.reshape(b, group_size, t, k) - (jnp.arange(t, dtype=jnp.int32) * p)[:, None],
+                ((0, 0), (0, 0), (0, 0), (0, k_max - k)), constant_values=-1)
+    orders = jnp.where(_rows_at(levels, shapes, (k, l))[:, None, None, None], o, orders)
+  return _padded_frames_to_sample(orders, p)
+
+
+MAX_EXACT_K = 10  # the exact set log-probability visits 2^k subsets
+
+
+def _subset_tables(k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Static tables over the 2^k subsets A of k items: bit [2^k, k] (i in A), minus [2^k, k] (index of A - {i})."""
+  a = np.arange(2 ** k)
+  bits = (a[:, None] >> np.arange(k)) & 1
+  return bits.astype(bool), (a[:, None] & ~(1 << np.arange(k))).astype(np.int32)
+
+
+def set_logprob_without_replacement(log_w: jnp.ndarray, members: jnp.ndarray) -> jnp.ndarray:
+  """Exact log P(the first k draws form the set `members`) for draws without replacement with
+  P(i) proportional to w_i among the items left (Plackett-Luce; Gumbel-top-k on log w draws it).
+
+  log_w [..., M] (NEG for weight 0), members [..., k] distinct -> [...]. Sums the k! orders by the
+  recursion over subsets A of S: f(A) = sum_{i in A} f(A - i) w_i / R(A - i), R(B) = w(outside S) + w(S - B),
+  every term positive (no cancellation), in log space; O(k 2^k) per set, k <= MAX_EXACT_K.
+  """
+  k, m = members.shape[-1], log_w.shape[-1]
+  if not 1 <= k <= min(MAX_EXACT_K, m):
+    raise ValueError(f"exact set log-probability needs 1 <= k <= {MAX_EXACT_K} (and <= {m} items); got k={k}. "
+                     "Use cacovid.logprob='per_token' for larger rates.")
+  bits, minus = _subset_tables(k)
+  log_w = jnp.maximum(log_w.astype(jnp.float32), NEG)
+  lw_s = jnp.take_along_axis(log_w, members, axis=-1)  # [..., k]
+  inside = indices_to_mask(members, m)
+  lw_out = jax.nn.logsumexp(jnp.where(inside, NEG, log_w), axis=-1)  # [...]
+  lw_rest = jax.nn.logsumexp(jnp.where(bits, NEG, lw_s[..., None, :]), axis=-1)  # w(S - B) [..., 2^k]
+  log_r = jnp.logaddexp(lw_out[..., None], lw_rest)  # R(B): weight left after drawing B
+  step = lw_s[..., None, :] - log_r[..., minus]  # log(w_i / R(A - i)) [..., 2^k, k]
+  empty = jnp.arange(2 ** k) == 0
+  log_f = jnp.where(empty, 0.0, NEG) * jnp.ones_like(lw_rest)
+  for _ in range(k):  # after j rounds every subset of size <= j is exact
+    cand = jnp.where(bits, log_f[..., minus] + step, NEG)
+    log_f = jnp.where(empty, 0.0, jax.nn.logsumexp(cand, axis=-1))
+  return log_f[..., -1]
+
+
+def ocss_frame_set_logprob(logits: jnp.ndarray, members: jnp.ndarray, l: int, max_group_prob: float = 2.0,
+                           within_clip: float | None = 2.0) -> jnp.ndarray:
+  """Exact log P(the frame's kept set) under OCSS: logits [..., P], members [..., k] -> [...].
+
+  log P(g) + log P(S | g) for the sub-space g holding S; -inf when S straddles sub-spaces under `logits`.
+  """
+  gid, gp, log_weights = _subspace_setup(logits, l, max_group_prob, within_clip)
+  chosen = jnp.take_along_axis(gid, members, axis=-1)
+  g = chosen[..., 0]
+  same = jnp.all(chosen == g[..., None], axis=-1)
+  lp = jnp.log(jnp.take_along_axis(gp, g[..., None], axis=-1)[..., 0])
+  lp = lp + set_logprob_without_replacement(log_weights(g), members)
+  return jnp.where(same, lp, -jnp.inf)
+
+
+def ocss_set_logprob(logits: jnp.ndarray, masks: jnp.ndarray, k: int, l: int, max_group_prob: float = 2.0,
+                     within_clip: float | None = 2.0) -> jnp.ndarray:
+  """log P(keep mask) of token-mode rollouts with k tokens per frame: logits [B, T, P], masks bool [B, C, N]
+  -> [B, C] (sum over frames of `ocss_frame_set_logprob`)."""
+  b, t, p = logits.shape
+  c = masks.shape[1]
+  members = jax.lax.top_k(masks.reshape(b, c, t, p).astype(jnp.float32), k)[1]  # the frame's kept tokens
+  lp = ocss_frame_set_logprob(jnp.broadcast_to(logits[:, None], (b, c, t, p)), members, l, max_group_prob,
+                              within_clip)
+  return jnp.sum(lp, axis=-1)
+
+
+def ocss_set_logprob_by_level(logits: jnp.ndarray, masks: jnp.ndarray, levels: jnp.ndarray,
+                              shapes: tuple[tuple[int, int], ...], max_group_prob: float = 2.0,
+                              within_clip: float | None = 2.0) -> jnp.ndarray:
+  """`ocss_set_logprob` of rollouts drawn at different rungs: levels int [B, C] index `shapes` -> [B, C]."""
+  out = jnp.zeros(masks.shape[:2], jnp.float32)
+  for k, l in sorted(set(shapes)):
+    lp = ocss_set_logprob(logits, masks, k, l, max_group_prob, within_clip)
+    out = jnp.where(_rows_at(levels, shapes, (k, l)), lp, out)
+  return out
+
+
+def frame_set_logprob(frame_logits: jnp.ndarray, frame_masks: jnp.ndarray, n_frames: int,
+                      max_frame_prob: float | None = None) -> jnp.ndarray:
+  """Exact log P(frame set) of frame-mode rollouts: frame_logits [B, T], frame_masks bool [B, C, T] -> [B, C]
+  (n_frames drawn without replacement from cap_probabilities(softmax, 3 / T), as `frame_mode_sample`)."""
+  t = frame_logits.shape[-1]
+  cap = 3.0 / t if max_frame_prob is None else max_frame_prob
+  logp = jnp.log(cap_probabilities(jax.nn.softmax(frame_logits.astype(jnp.float32), axis=-1), cap))
+  members = jax.lax.top_k(frame_masks.astype(jnp.float32), n_frames)[1]
+  return set_logprob_without_replacement(jnp.broadcast_to(logp[:, None], frame_masks.shape), members)
+
+
+def content_sample(visual: jnp.ndarray, k: int, knn: int = 4, k_valid: jnp.ndarray | None = None) -> MaskSample:
+  """Content rollout: per frame the k density-peak tokens. [B, T, P, d] -> leaves [B, 1, T * k].
+
+  k_valid int [B] (optional, <= k): row b keeps only its k_valid[b] best tokens per frame (rest padding)."""
   b, t, p, _ = visual.shape
   scores = density_peak_scores(visual, min(knn, p))
   order = jax.lax.top_k(scores, k)[1].astype(jnp.int32)[:, None]  # [B, 1, T, k]
-  return _frames_to_sample(order, p, t * p)
+  if k_valid is None:
+    return _frames_to_sample(order, p, t * p)
+  return _padded_frames_to_sample(jnp.where(jnp.arange(k) < k_valid[:, None, None, None], order, -1), p)
 
 
 def frames_per_rollout(t: int, frame_ratio: float = 0.125) -> int:
@@ -199,12 +356,13 @@ def frames_per_rollout(t: int, frame_ratio: float = 0.125) -> int:
 
 def frame_mode_sample(key: jax.Array, frame_logits: jnp.ndarray, visual: jnp.ndarray, k_total: int,
                       n_frames: int, group_size: int, max_frame_prob: float | None = None, knn: int = 4,
-                      first_top: bool = True) -> tuple[MaskSample, jnp.ndarray]:
+                      first_top: bool = True, k_valid: jnp.ndarray | None = None) -> tuple[MaskSample, jnp.ndarray]:
   """Frame-mode rollouts: (token MaskSample leaves [B, G, k_total], frame keep mask bool [B, G, T]).
 
   Frames: Gumbel-top-n_f on log cap_probabilities(softmax(frame_logits), 3 / t) (Plackett-Luce, i.e.
   sequential draws without replacement); the first rollout takes the n_f most probable frames. Tokens: the
-  k_total highest density-peak scores over the union of the chosen frames' tokens.
+  k_total highest density-peak scores over the union of the chosen frames' tokens (row b: only its
+  k_valid[b] <= k_total highest, the rest padding, when k_valid int [B] is given).
   """
   b, t, p, d = visual.shape
   if not 1 <= n_frames <= t:
@@ -222,6 +380,8 @@ def frame_mode_sample(key: jax.Array, frame_logits: jnp.ndarray, visual: jnp.nda
   scores = density_peak_scores(tokens.reshape(b, group_size, n_frames * p, d), min(knn, n_frames * p))
   local = jax.lax.top_k(scores, k_total)[1]  # [B, G, k_total] into the union
   flat = jnp.take_along_axis(frames, local // p, axis=-1) * p + local % p
+  if k_valid is not None:
+    return _flat_to_sample(flat, jnp.arange(k_total) < k_valid[:, None, None], t * p), frame_mask
   indices = jnp.sort(flat, axis=-1).astype(jnp.int32)
   sample = MaskSample(indices, flat.astype(jnp.int32), indices_to_mask(indices, t * p),
                       jnp.ones(indices.shape, bool))

@@ -11,6 +11,9 @@ logp_old comes from the logits of the first pass over the sample (CaCoVID keeps 
 sample is revisited), so it is given as logits, not per rollout.
 Advantages: A = (R - mean) / (std + 1e-4) over all rollouts of one kind of this sample (torch's
 unbiased std, ddof=1, as the authors' code; a constant group gets exactly 0).
+`rollout_ppo_loss` is the alternative with one action per rollout: ratio = exp(log P_new(mask) - log P_old(mask))
+under the sampler that drew the mask (`ocss.ocss_set_logprob`, `ocss.frame_set_logprob`), same clip; a rollout
+impossible under the old policy (-inf) is left out. `keep_drop_kl` is the KL term of either.
 Reference: CaCoVID (arXiv 2602.01649) training code; DAPO (arXiv 2503.14476) for the asymmetric clip.
 """
 from __future__ import annotations
@@ -80,3 +83,40 @@ def keep_drop_ppo_loss(logits_new: jnp.ndarray, logits_old: jnp.ndarray, masks: 
          "clip_fraction": rollout_mean((clipped < unclipped).astype(jnp.float32)),
          "ratio_mean": rollout_mean(jax.lax.stop_gradient(ratio))}
   return loss, aux
+
+
+def keep_drop_kl(logits_new: jnp.ndarray, masks: jnp.ndarray, valid: jnp.ndarray | None = None,
+                 reweight: bool = True) -> jnp.ndarray:
+  """The k3 KL of the per-action keep/drop probabilities to a uniform 0.5 policy, averaged as
+  `keep_drop_ppo_loss` averages (weighted mean per rollout, then mean over valid rollouts)."""
+  lp = per_token_keep_logprob(jnp.broadcast_to(logits_new[:, None], masks.shape), masks)
+  w = keep_drop_weights(masks) if reweight else jnp.ones(masks.shape, jnp.float32)
+  per_rollout = jnp.sum(kl_k3(lp, jnp.full(lp.shape, LOG_HALF)) * w, axis=-1) / (jnp.sum(w, axis=-1) + 1e-7)
+  rv = jnp.ones(masks.shape[:2], jnp.float32) if valid is None else valid.astype(jnp.float32)
+  return jnp.sum(per_rollout * rv) / jnp.maximum(jnp.sum(rv), 1.0)
+
+
+def rollout_ppo_loss(logp_new: jnp.ndarray, logp_old: jnp.ndarray, advantages: jnp.ndarray,
+                     valid: jnp.ndarray | None = None, *, eps_low: float = 0.2,
+                     eps_high: float = 0.28) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+  """Clipped PPO with one action per rollout: log-probs, advantages and valid [B, C] -> (loss, aux).
+
+  ratio = exp(clip(logp_new - logp_old, +-MAX_LOG_RATIO)) (logp_old constant); -inf under the new policy
+  gives ratio ~0 (no gradient); rollouts with a non-finite logp_old do not count. Mean over counted rollouts.
+  """
+  if logp_new.shape != logp_old.shape or logp_new.shape != advantages.shape:
+    raise ValueError(f"log-probs and advantages must share one [B, C] shape; got {logp_new.shape}, "
+                     f"{logp_old.shape}, {advantages.shape}.")
+  old = jax.lax.stop_gradient(logp_old.astype(jnp.float32))
+  counts = jnp.isfinite(old) & (True if valid is None else valid.astype(bool))
+  log_ratio = jnp.clip(logp_new - jnp.where(counts, old, 0.0), -MAX_LOG_RATIO, MAX_LOG_RATIO)
+  log_ratio = jnp.where(counts, log_ratio, 0.0)
+  ratio = jnp.exp(log_ratio)
+  adv = jax.lax.stop_gradient(advantages.astype(jnp.float32))
+  unclipped = ratio * adv
+  clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
+  w = counts.astype(jnp.float32)
+  mean = lambda x: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+  pg = mean(-jnp.minimum(unclipped, clipped))
+  return pg, {"pg_loss": pg, "clip_fraction": mean((clipped < unclipped).astype(jnp.float32)),
+              "ratio_mean": mean(jax.lax.stop_gradient(ratio))}

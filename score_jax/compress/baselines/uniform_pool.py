@@ -2,7 +2,8 @@
 
 The grid (gh, gw) is chosen so that T * gh * gw is closest to the budget k (ties: fewer tokens, then the squarer grid), e.g.
 4x4 -> 2x2 at 25%, 4x4 -> 1x2 at 10% of 16 tokens per frame. Pooled tokens replace the originals and
-are numbered contiguously (there is no original position for a pooled token).
+are numbered contiguously (there is no original position for a pooled token): the registered compressor
+"uniform_pool" returns them as a new, shorter video (`compressed.new_video`, span T * gh * gw).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from score_jax.compress.baselines.registry import register_compressor
+from score_jax.compress.compressed import Compressed, new_video
 
 
 def pool_grid(t: int, side: int, k: int) -> tuple[int, int]:
@@ -43,3 +46,9 @@ def uniform_pool(visual: jnp.ndarray, k: int) -> jnp.ndarray:
   out = jnp.einsum("oh,bthwd,pw->btopd", jnp.asarray(area_matrix(side, gh)), grid,
                    jnp.asarray(area_matrix(side, gw)))
   return out.reshape(b, t * gh * gw, d)
+
+
+@register_compressor("uniform_pool")
+def uniform_pool_compress(visual, k: int, *, key=None, extras=None) -> Compressed:
+  del key, extras
+  return new_video(uniform_pool(visual, k))

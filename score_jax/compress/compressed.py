@@ -81,13 +81,6 @@ def from_selector(select: Callable) -> Callable:
   return compress
 
 
-def merge_into(tokens: jnp.ndarray, assign: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """(sum [B, K, d] of the tokens [B, M, d] assigned to each of K targets by the 0/1 matrix
-  assign [B, M, K], member counts [B, K]) in float32."""
-  a = assign.astype(jnp.float32)
-  return jnp.einsum("bmk,bmd->bkd", a, tokens.astype(jnp.float32)), jnp.sum(a, axis=1)
-
-
 def indices_valid(indices: jnp.ndarray, n: int) -> tuple[jnp.ndarray, jnp.ndarray]:
   """`mask_to_indices` output (tail padded with n) -> (indices with padding set to 0, valid)."""
   valid = indices < n

@@ -8,7 +8,7 @@ cached) is the frozen LLM; the policy keeps 10% of the 128 visual tokens of each
 """
 import ml_collections
 
-from score_jax.models import answer_reading
+from score_jax.models import answer_reading, attention
 from score_jax.world.lossy_video import LossySettings
 
 
@@ -36,6 +36,9 @@ def get_config():
   # with a KV cache, then the benchmark's lmms-eval answer parser); max_new_tokens bounds "generate".
   c.model.answer_reading = answer_reading.DEFAULT_READING
   c.model.max_new_tokens = answer_reading.DEFAULT_MAX_NEW_TOKENS
+  # Attention kernels (score_jax/models/attention.py): "auto" = cuDNN flash attention on GPU in bfloat16, splash
+  # attention on TPU, XLA otherwise; "xla" forces XLA's dense-mask path everywhere.
+  c.model.attention = attention.DEFAULT_IMPLEMENTATION
 
   c.policy = ml_collections.ConfigDict()
   c.policy.hidden = 64

@@ -28,8 +28,9 @@ import time
 
 from absl import app, flags, logging
 import jax
-import orbax.checkpoint as ocp
+import ml_collections
 from ml_collections import config_flags
+import orbax.checkpoint as ocp
 
 from score_jax import config_checks, evaluation, run_ledger
 from score_jax.data import feature_cache
@@ -82,14 +83,42 @@ def resolve_checkpoint(path: str) -> tuple[str, str, int]:
   return path, ckpt_dir, steps[-1]
 
 
-def load_policy(path: str, llm):
-  """(run config, select function) of a trained policy from a training workdir."""
+# Inference-only settings of a trained policy that the eval command's own overrides replace (e.g.
+# `--config.cacovid_eval.imp=0.25`); everything else comes from the training workdir.
+INFERENCE_KEYS = ("cacovid_eval.",)
+
+
+def inference_overrides(overrides: dict) -> dict:
+  """The command-line config overrides ({"a.b": value}) that apply to trained policies at inference."""
+  return {k: v for k, v in overrides.items() if any(k.startswith(p) for p in INFERENCE_KEYS)}
+
+
+def apply_overrides(config, overrides: dict):
+  """A copy of `config` with {"a.b": value} set (sections created as needed)."""
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def load_policy(path: str, llm, overrides: dict | None = None):
+  """(run config, select function) of a trained policy from a training workdir; `overrides` ({"a.b":
+  value}, `INFERENCE_KEYS` only) replace the workdir's inference settings."""
   from score_jax import train as train_lib
   workdir, ckpt_dir, step = resolve_checkpoint(path)
   try:
     run_config = run_ledger.effective_config(workdir)
   except run_ledger.WorkdirError as e:
     raise CheckpointError(str(e)) from None
+  if overrides:
+    run_config = apply_overrides(run_config, inference_overrides(overrides))
+    logging.info("Inference settings from the command line for %s: %s", workdir, inference_overrides(overrides))
   method = get_method(run_config)
   policy = method.make_policy(run_config)
   tx = train_lib.make_optimizer(run_config, max(step, 1))
@@ -124,8 +153,10 @@ def check_out(out: str) -> None:
     raise EvalOutputError(f"{out} already holds {present}; pass another --out (nothing was overwritten).")
 
 
-def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | None = None) -> dict:
-  """Evaluates every named policy and baseline; writes the table files; returns the results."""
+def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | None = None,
+        overrides: dict | None = None) -> dict:
+  """Evaluates every named policy and baseline; writes the table files; returns the results.
+  `overrides`: the command line's config overrides; their `INFERENCE_KEYS` apply to the trained policies."""
   from score_jax import train as train_lib
   source = config_checks.check_eval_config(config, with_lists=False)
   config_checks.check_model(config.model)
@@ -143,7 +174,7 @@ def run(config, checkpoints: list[str], methods=None, ratios=None, out: str | No
   policies = {}
   for arg in checkpoints:
     name, path = split_checkpoint_arg(arg)
-    run_config, select = load_policy(path, llm)
+    run_config, select = load_policy(path, llm, overrides)
     policies[name or run_config.method] = select
   results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)
   print(f"Reports written to {out}")
@@ -163,7 +194,8 @@ def main(argv, flag_values: dict):
       return
     from score_jax import compilation_cache
     compilation_cache.enable(values["config"])  # config.compilation_cache_dir ("" = off)
-    run(values["config"], values["checkpoint"], values["methods"], values["ratios"], values["out"])
+    run(values["config"], values["checkpoint"], values["methods"], values["ratios"], values["out"],
+        config_flags.get_override_values(flags.FLAGS["config"]))
   except (CheckpointError, EvalOutputError, ValueError, feature_cache.CacheError) as e:
     sys.exit(f"error: {e}")
 

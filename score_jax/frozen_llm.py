@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax.models import hf_loading, prefill
+from score_jax.models.attention import DEFAULT_IMPLEMENTATION
 from score_jax.models.answer_reading import ReadingSettings, reading_settings
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.models.prompt import DEFAULT_PROMPT_STYLE, PromptEncoder
@@ -57,6 +58,11 @@ def prompt_style(model_config) -> str:
   return model_config.get("prompt_style", DEFAULT_PROMPT_STYLE)
 
 
+def attention_implementation(model_config) -> str:
+  """`config.model.attention` (see `score_jax.models.attention.IMPLEMENTATIONS`), "auto" if unset."""
+  return model_config.get("attention", DEFAULT_IMPLEMENTATION)
+
+
 def prompt_encoder(model_config, folder: str) -> PromptEncoder:
   """The prompt encoder of the checkpoint `folder` with the config's answer format and prompt style."""
   return PromptEncoder.from_folder(folder, answer_format(model_config), prompt_style(model_config))
@@ -72,14 +78,16 @@ def _load(model_config, mesh) -> FrozenLLM:
   if model_config.kind == "embedded":
     from score_jax.embedded import base_model, world_text
     folder = base_model.ensure_base_model(model_config.checkpoint or base_model.DEFAULT_DIR)
-    cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh, dtype=model_config.dtype)
+    cfg, module, params = hf_loading.load_llava_onevision(folder, mesh=mesh, dtype=model_config.dtype,
+                                                          attention=attention_implementation(model_config))
     return FrozenLLM(cfg, module, params, prompt_encoder(model_config, folder),
                      world_text.SUFFIX_LEN, world_text.WORLD.frames)
   if model_config.kind == "hf":
     if not model_config.checkpoint:
       raise ValueError("config.model.kind='hf' needs config.model.checkpoint (a local checkpoint folder).")
     cfg, module, params = hf_loading.load_llava_onevision(model_config.checkpoint, mesh=mesh,
-                                                          dtype=model_config.dtype)
+                                                          dtype=model_config.dtype,
+                                                          attention=attention_implementation(model_config))
     return FrozenLLM(cfg, module, params, prompt_encoder(model_config, model_config.checkpoint),
                      model_config.get("suffix_len", 128), model_config.get("num_frames", 32),
                      model_config.get("num_options", 4))

@@ -20,7 +20,8 @@ import ml_collections
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 FREE_KEYS = ("workdir", "crash_after_step", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
-             "compilation_cache_dir", "model.answer_reading", "model.max_new_tokens")
+             "compilation_cache_dir", "model.answer_reading", "model.max_new_tokens",
+             "model.attention")
 
 
 class WorkdirError(ValueError):

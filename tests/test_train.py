@@ -115,6 +115,17 @@ def test_cacovid_trains_through_the_same_command(tiny_embedded_model, tmp_path):
   assert out["final_step"] == 4
   assert "| cacovid |" in (tmp_path / "eval.md").read_text()
   assert ("cacovid", 0.1) in out["eval"] and ("random", 0.25) in out["eval"]
+  # eval's own --config.cacovid_eval.* overrides reach the trained policy's inference (nothing else does)
+  from score_jax import eval as eval_lib
+  llm = load_frozen_llm(c.model, shd.make_mesh((1, 1, 1)))
+  rng = np.random.default_rng(0)
+  feats = {"visual": jax.numpy.asarray(rng.normal(size=(2, 8, 16, llm.cfg.text.hidden_size)), jax.numpy.float32),
+           "question": jax.numpy.asarray(rng.normal(size=(2, 5, llm.cfg.text.hidden_size)), jax.numpy.float32),
+           "question_mask": jax.numpy.ones((2, 5), bool)}
+  keep = lambda ov: np.sort(np.asarray(eval_lib.load_policy(str(tmp_path), llm, ov)[1](feats, 16)), axis=-1)
+  assert eval_lib.load_policy(str(tmp_path), llm, {"cacovid_eval.imp": 0.0, "rl.ratio": 0.9})[0].rl.ratio == c.rl.ratio
+  np.testing.assert_array_equal(keep(None), keep({"cacovid_eval.imp": c.cacovid_eval.imp}))
+  assert not np.array_equal(keep({"cacovid_eval.imp": 0.0}), keep({"cacovid_eval.imp": 1.0}))
 
 
 def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_model):

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_jax.models import sharding as shd
+from score_jax.models.attention import DEFAULT_IMPLEMENTATION
 from score_jax.models.configs import ConfigError, LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.models.qwen2 import Qwen2
@@ -322,16 +323,17 @@ def llava_dummy_inputs(cfg: LlavaOnevisionConfig):
   return (jnp.zeros((1, 1, v.image_size, v.image_size, v.num_channels)), jnp.zeros((1, 1), jnp.int32))
 
 
-def load_llava_onevision(folder: str, mesh=None, dtype=None):
-  """(config, module, params) from a Hugging Face LLaVA-OneVision checkpoint folder."""
+def load_llava_onevision(folder: str, mesh=None, dtype=None, attention: str = DEFAULT_IMPLEMENTATION):
+  """(config, module, params) from a Hugging Face LLaVA-OneVision checkpoint folder; `attention`: the
+  module's attention implementation (`score_jax.models.attention.IMPLEMENTATIONS`)."""
   cfg = parse_config(folder, LlavaOnevisionConfig.from_hf)
   dt = jnp.dtype(dtype) if dtype is not None else jnp.float32
-  module = LlavaOnevision(cfg, dtype=dt, param_dtype=dt)
+  module = LlavaOnevision(cfg, dtype=dt, param_dtype=dt, attention=attention)
   shapes = abstract_params(module, *llava_dummy_inputs(cfg), method=LlavaOnevision.init_all)
   return cfg, module, load_params(folder, shapes, LLAVA_COMPONENTS, mesh, dt)
 
 
-def load_qwen2(folder: str, mesh=None, dtype=None):
+def load_qwen2(folder: str, mesh=None, dtype=None, attention: str = DEFAULT_IMPLEMENTATION):
   """(config, module, params) from a Hugging Face Qwen2 (Qwen2ForCausalLM) checkpoint folder."""
   def parse(raw):
     if raw.get("model_type") != "qwen2":
@@ -339,7 +341,7 @@ def load_qwen2(folder: str, mesh=None, dtype=None):
     return Qwen2Config.from_hf(raw)
   cfg = parse_config(folder, parse)
   dt = jnp.dtype(dtype) if dtype is not None else jnp.float32
-  module = Qwen2(cfg, dtype=dt, param_dtype=dt)
+  module = Qwen2(cfg, dtype=dt, param_dtype=dt, attention=attention)
 
   def touch(m, ids):
     h = m(m.embed(ids), jnp.zeros(ids.shape, jnp.int32))

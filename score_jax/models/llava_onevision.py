@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from score_jax.models.attention import DEFAULT_IMPLEMENTATION
 from score_jax.models.configs import LlavaOnevisionConfig
 from score_jax.models.pooling import pool_frames
 from score_jax.models.qwen2 import Qwen2
@@ -32,17 +33,19 @@ class LlavaOnevision(nn.Module):
   cfg: LlavaOnevisionConfig
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = DEFAULT_IMPLEMENTATION  # `config.model.attention`: see `score_jax.models.attention`
 
   def setup(self):
     cfg = self.cfg
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.vision_tower = SiglipVisionTower(
-        cfg.vision, num_layers=layers_for_feature(cfg.vision, cfg.vision_feature_layer), **kw)
+        cfg.vision, num_layers=layers_for_feature(cfg.vision, cfg.vision_feature_layer), attention=self.attention,
+        **kw)
     self.multi_modal_projector = MultiModalProjector(cfg.text.hidden_size, cfg.multimodal_projector_bias,
                                                      **kw)
     self.image_newline = self.param("image_newline", nn.initializers.normal(0.02), (cfg.text.hidden_size,),
                                     self.param_dtype)
-    self.language_model = Qwen2(cfg.text, **kw)
+    self.language_model = Qwen2(cfg.text, attention=self.attention, **kw)
 
   def encode_video(self, frames):
     """Normalised frames [B, T, H, W, C] -> visual tokens [B, T, P, d] (P = pooled tokens per frame)."""

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from score_jax.models import attention as attn_lib
 from score_jax.models.attention import attention_mask, multihead_attention
 from score_jax.models.configs import Qwen2Config
 from score_jax.models.rope import apply_rope, rope_cos_sin
@@ -31,6 +32,7 @@ class Qwen2Attention(nn.Module):
   cfg: Qwen2Config
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "xla"  # a resolved implementation (see `score_jax.models.attention`)
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, cache=None, index=None):
@@ -49,7 +51,7 @@ class Qwen2Attention(nn.Module):
     if cache is not None:
       k, v = (jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
               for c, new in zip(cache, (k, v)))
-    out = multihead_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask).reshape(b, l, -1)
+    out = multihead_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.attention).reshape(b, l, -1)
     out = dense(cfg.hidden_size, False, "o_proj")(out)
     return out if cache is None else (out, (k, v))
 
@@ -72,6 +74,7 @@ class Qwen2DecoderLayer(nn.Module):
   cfg: Qwen2Config
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x, cos, sin, mask, cache=None, index=None):
@@ -79,7 +82,8 @@ class Qwen2DecoderLayer(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     eps = self.cfg.rms_norm_eps
     h = RMSNorm(eps, self.param_dtype, name="input_layernorm")(x)
-    attn = Qwen2Attention(self.cfg, name="self_attn", **kw)(h, cos, sin, mask, cache, index)
+    attn = Qwen2Attention(self.cfg, name="self_attn", attention=self.attention, **kw)(h, cos, sin, mask, cache,
+                                                                                         index)
     attn, cache = attn if cache is not None else (attn, None)
     x = x + attn
     h = RMSNorm(eps, self.param_dtype, name="post_attention_layernorm")(x)
@@ -88,19 +92,25 @@ class Qwen2DecoderLayer(nn.Module):
 
 
 class Qwen2(nn.Module):
-  """Qwen2 causal LM. Methods: `embed`, `__call__` (hidden states), `logits`."""
+  """Qwen2 causal LM. Methods: `embed`, `__call__` (hidden states), `logits`.
+
+  `attention`: one of `score_jax.models.attention.IMPLEMENTATIONS`, resolved for the backend at trace time. `__call__` runs
+  every implementation (the fused ones on packed rows, `attn_lib.pack_valid`); `with_cache` (generation,
+  explicit dense masks) takes XLA's."""
   cfg: Qwen2Config
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = attn_lib.DEFAULT_IMPLEMENTATION
 
   def setup(self):
     cfg = self.cfg
     self.embed_tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=self.dtype,
                                  param_dtype=self.param_dtype)
+    self.impl = attn_lib.resolve_implementation(self.attention, self.dtype, cfg.head_size)
     self.layers = nn.scan(
         Qwen2DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.num_hidden_layers,
-    )(cfg, dtype=self.dtype, param_dtype=self.param_dtype)
+    )(cfg, dtype=self.dtype, param_dtype=self.param_dtype, attention=self.impl)
     self.norm = RMSNorm(cfg.rms_norm_eps, self.param_dtype)
     if not cfg.tie_word_embeddings:
       self.lm_head = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype,
@@ -115,9 +125,14 @@ class Qwen2(nn.Module):
     if valid is None:
       valid = jnp.ones((b, l), dtype=bool)
     cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
-    mask = attention_mask(valid, valid, causal=True)
-    x, _ = self.layers(embeds.astype(self.dtype), cos, sin, mask, None, None)
-    return self.norm(x)
+    x = embeds.astype(self.dtype)
+    if not attn_lib.takes_lengths(self.impl):
+      x, _ = self.layers(x, cos, sin, attention_mask(valid, valid, causal=True), None, None)
+      return self.norm(x)
+    order, lengths = attn_lib.pack_valid(valid)
+    pack = lambda a: attn_lib.take_rows(a, order)
+    x, _ = self.layers(pack(x), pack(cos), pack(sin), attn_lib.CausalLengths(lengths), None, None)
+    return self.norm(attn_lib.unpack(x, order))
 
   def with_cache(self, embeds, positions, mask, cache=None, index=0):
     """Final-normed hidden states [B, L, d] under an explicit attention `mask`, and the KV cache.

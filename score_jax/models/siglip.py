@@ -10,7 +10,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from score_jax.models.attention import multihead_attention
+from score_jax.models.attention import DEFAULT_IMPLEMENTATION, multihead_attention, resolve_implementation
 from score_jax.models.configs import SiglipVisionConfig
 
 _ACTIVATIONS = {
@@ -34,6 +34,7 @@ class SiglipEncoderLayer(nn.Module):
   cfg: SiglipVisionConfig
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "xla"  # a resolved implementation (see `score_jax.models.attention`)
 
   @nn.compact
   def __call__(self, x, _):
@@ -45,7 +46,7 @@ class SiglipEncoderLayer(nn.Module):
     q = nn.Dense(d, name="q_proj", **kw)(h).reshape(b, l, -1, hd)
     k = nn.Dense(d, name="k_proj", **kw)(h).reshape(b, l, -1, hd)
     v = nn.Dense(d, name="v_proj", **kw)(h).reshape(b, l, -1, hd)
-    attn = multihead_attention(q, k, v, None).reshape(b, l, d)
+    attn = multihead_attention(q, k, v, None, self.attention).reshape(b, l, d)
     x = x + nn.Dense(d, name="out_proj", **kw)(attn)
     h = nn.LayerNorm(cfg.layer_norm_eps, name="layer_norm2", **kw)(x)
     h = nn.Dense(cfg.intermediate_size, name="fc1", **kw)(h)
@@ -60,6 +61,7 @@ class SiglipVisionTower(nn.Module):
   use_post_layernorm: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = DEFAULT_IMPLEMENTATION  # see `score_jax.models.attention` (no mask: XLA or cuDNN)
 
   @nn.compact
   def __call__(self, images):
@@ -76,9 +78,10 @@ class SiglipVisionTower(nn.Module):
     pos = nn.Embed(num_patches, cfg.hidden_size, name="position_embedding", **kw)(jnp.arange(num_patches))
     x = x + pos[None]
     n = cfg.num_hidden_layers if self.num_layers is None else self.num_layers
+    impl = resolve_implementation(self.attention, self.dtype, cfg.hidden_size // cfg.num_attention_heads)
     if n > 0:
       x, _ = nn.scan(SiglipEncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
-                     length=n)(cfg, name="layers", **kw)(x, None)
+                     length=n)(cfg, name="layers", attention=impl, **kw)(x, None)
     if self.use_post_layernorm:
       x = nn.LayerNorm(cfg.layer_norm_eps, name="post_layernorm", **kw)(x)
     return x

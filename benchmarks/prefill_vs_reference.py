@@ -28,7 +28,6 @@ import functools
 import os
 import sys
 import tempfile
-import time
 
 from absl import app, flags
 import jax
@@ -39,6 +38,7 @@ from score_jax.compress.selection import budget
 from score_jax.models import hf_loading
 from score_jax.models.configs import Qwen2Config
 from score_jax.models.flops import prefill_flops
+from score_jax.timing import median_seconds
 
 _SHAPE = Qwen2Config()  # the defaults are Qwen2-0.5B's shape
 _LAYERS = flags.DEFINE_integer("layers", _SHAPE.num_hidden_layers, "decoder layers")
@@ -57,17 +57,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "weights and inputs")
 
 PROJECTIONS = (("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"),
                ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj"))
-
-
-def median_time(fn, repeats: int):
-  """(median seconds of `repeats` calls after one warm-up call, the warm-up call's result)."""
-  out = fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), out
 
 
 def hf_config(shape: dict):
@@ -182,10 +171,10 @@ def matmul_rates(n: int, repeats: int, rng) -> list[tuple[str, float]]:
   a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
   ja, jb = jnp.asarray(a), jnp.asarray(b)
   mm = jax.jit(jnp.matmul)
-  t_jax, _ = median_time(lambda: jax.block_until_ready(mm(ja, jb)), repeats)
+  t_jax, _ = median_seconds(mm, ja, jb, repeats=repeats)
   ta, tb = torch.from_numpy(a), torch.from_numpy(b)
   with torch.inference_mode():
-    t_torch, _ = median_time(lambda: ta @ tb, repeats)
+    t_torch, _ = median_seconds(lambda: ta @ tb, repeats=repeats)
   return [("score_jax (XLA)", t_jax), ("transformers (PyTorch)", t_torch)]
 
 
@@ -216,13 +205,13 @@ def measure(ratio: float, cfg: Qwen2Config, fns: dict, rng) -> dict:
   x = rng.standard_normal((1, length, cfg.hidden_size), dtype=np.float32)
   jx, pos, tx = jnp.asarray(x), jnp.arange(length, dtype=jnp.int32)[None], torch.from_numpy(x)
   repeats = _REPEATS.value
-  t_jax, out_jax = median_time(lambda: fns["jax"](jx, pos), repeats)
-  t_torch, out_torch = median_time(lambda: fns["torch"](tx), repeats)
+  t_jax, out_jax = median_seconds(lambda: fns["jax"](jx, pos), repeats=repeats)
+  t_torch, out_torch = median_seconds(lambda: fns["torch"](tx), repeats=repeats)
   row = dict(ratio=ratio, tokens=length, jax=t_jax, torch=t_torch, flops=prefill_flops(cfg, length),
              prefill_parity=check_parity("prefill", length, np.asarray(out_jax), out_torch.numpy()))
   outs = {}
   for name, x2 in (("mm_scan", jx[0]), ("mm_unrolled", jx[0]), ("mm_torch", tx[0])):
-    row[name], outs[name] = median_time(functools.partial(fns[name], x2), repeats)
+    row[name], outs[name] = median_seconds(functools.partial(fns[name], x2), repeats=repeats)
   ref = outs["mm_torch"][0].numpy()
   row["matmul_parity"] = max((check_parity(f"matmuls only ({name})", length, np.asarray(outs[name][0]), ref)
                               for name in ("mm_scan", "mm_unrolled")), key=lambda p: p[0] / p[1])

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from absl import app, flags
 import grain
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 from ml_collections import config_flags
 
@@ -42,6 +39,7 @@ from score_jax.rl import train_step as ts
 from score_jax.rl.losses import policy_loss, token_entropy
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import group_sample, mask_logprob
+from score_jax.timing import median_seconds
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
                               "curriculum.py")
@@ -49,18 +47,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "experiment 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per function after one warm-up (median reported)")
 
 BATCH_KEYS = ("prefix", "suffix", "suffix_len", "answer", "option_ids", "num_options")
-
-
-def median_time(fn, repeats: int):
-  """(median seconds of `repeats` calls of `fn()` (which blocks on its result) after one warm-up call, the
-  warm-up call's result)."""
-  out = fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), out
 
 
 def one_batch(config, llm, mesh, with_question: bool) -> dict:
@@ -143,15 +129,14 @@ def main(_):
     nonlocal state
     state, metrics = step_fn(state, batch, next(keys), llm.params)  # the state is donated: carry it on
     jax.block_until_ready(metrics)
-  step_s, _ = median_time(step, repeats)
+  step_s, _ = median_seconds(step, repeats=repeats)
   compilations = step_fn._cache_size()
 
   policy_fn, llm_fn = policy_part(policy, tx, s), llm_part(llm, s)
   adv = jax.random.normal(jax.random.key(0), (b, s.group_size, t * p) if s.logprob == "per_token"
                           else (b, s.group_size))
-  policy_s, (_, _, masks) = median_time(lambda: jax.block_until_ready(policy_fn(state, batch, next(keys), adv)),
-                                        repeats)
-  llm_s, _ = median_time(lambda: jax.block_until_ready(llm_fn(llm.params, batch, masks)), repeats)
+  policy_s, (_, _, masks) = median_seconds(lambda: policy_fn(state, batch, next(keys), adv), repeats=repeats)
+  llm_s, _ = median_seconds(llm_fn, llm.params, batch, masks, repeats=repeats)
 
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, mesh {dict(mesh.shape)}; config "
         f"{config_flags.get_config_filename(flags.FLAGS['config'])}; frozen LLM: "

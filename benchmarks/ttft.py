@@ -43,7 +43,6 @@ import dataclasses
 import functools
 import os
 import tempfile
-import time
 
 from absl import app, flags
 import jax
@@ -60,6 +59,7 @@ from score_jax.models.flops import prefill_flops, vision_flops, xla_flops
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.plan import ARCHITECTURES
 from score_jax.rl.train_step import policy_keep_indices
+from score_jax.timing import median_seconds
 from score_jax.testing.smoke import experiment_config
 
 _SHAPE = flags.DEFINE_enum("shape", "embedded", ["embedded", "qwen2_0_5b"],
@@ -143,16 +143,6 @@ def policy_flops(policy, visual_shape, dtype, k: int) -> float:
   visual = jax.ShapeDtypeStruct(visual_shape, dtype)
   params = jax.eval_shape(policy.init, jax.random.key(0), visual)["params"]
   return xla_flops(lambda p, v: policy_keep_indices(policy, p, v, k), params, visual, optimized=False)
-
-
-def median_time(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile + warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def decode_fn(path: str, num_frames: int, image_size: int, dtype):
@@ -240,9 +230,9 @@ def time_front(s: Setup, repeats: int) -> tuple[jnp.ndarray, float, float, int]:
                                     image_preprocess.resize_frames(s.frames, side), lossless=False)
     decode = decode_fn(path, t, size, s.module.dtype)
     frames = decode()
-    t_decode = median_time(decode, repeats=repeats)
+    t_decode = median_seconds(decode, repeats=repeats)[0]
   encode = jax.jit(functools.partial(prefill.encode_video, s.module))
-  return encode(s.params, frames), t_decode, median_time(encode, s.params, frames, repeats=repeats), side
+  return encode(s.params, frames), t_decode, median_seconds(encode, s.params, frames, repeats=repeats)[0], side
 
 
 def time_ratio(s: Setup, fill, select, policy, visual, ratio: float, repeats: int) -> dict:
@@ -254,10 +244,10 @@ def time_ratio(s: Setup, fill, select, policy, visual, ratio: float, repeats: in
     keep, t_policy, f_policy = prefill.all_keep_indices(1, n), 0.0, 0.0
   else:
     keep = select(visual, k)
-    t_policy = median_time(lambda v: select(v, k), visual, repeats=repeats)
+    t_policy = median_seconds(lambda v: select(v, k), visual, repeats=repeats)[0]
     f_policy = policy_flops(policy, visual.shape, visual.dtype, k)
   flat = visual.reshape(1, n, -1)
-  t_prefill = median_time(fill, s.params, flat, keep, s.prefix, s.suffix, s.suffix_len, repeats=repeats)
+  t_prefill = median_seconds(fill, s.params, flat, keep, s.prefix, s.suffix, s.suffix_len, repeats=repeats)[0]
   return {"ratio": ratio, "k": k, "tokens": k + text, "policy": t_policy, "prefill": t_prefill,
           "f_vision": vision_flops(s.module.cfg, t), "f_policy": f_policy,
           "f_prefill": prefill_flops(s.module.cfg.text, k + text)}

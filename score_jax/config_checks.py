@@ -88,9 +88,9 @@ def check_model(model_config) -> None:
   reading_settings(model_config)  # config.model.answer_reading / max_new_tokens
   from score_jax.frozen_llm import attention_implementation
   from score_jax.models.attention import IMPLEMENTATIONS
-  if attention_implementation(model_config) not in IMPLEMENTATIONS:
-    raise ValueError(f"config.model.attention={attention_implementation(model_config)!r}; "
-                     f"expected one of {IMPLEMENTATIONS}.")
+  attention = attention_implementation(model_config)
+  if attention not in IMPLEMENTATIONS:
+    raise ValueError(f"config.model.attention={attention!r}; expected one of {IMPLEMENTATIONS}.")
 
 
 def check_prompt_style(model_config) -> None:

@@ -28,7 +28,6 @@ import time
 
 from absl import app, flags, logging
 import jax
-import ml_collections
 from ml_collections import config_flags
 import orbax.checkpoint as ocp
 
@@ -93,32 +92,18 @@ def inference_overrides(overrides: dict) -> dict:
   return {k: v for k, v in overrides.items() if any(k.startswith(p) for p in INFERENCE_KEYS)}
 
 
-def apply_overrides(config, overrides: dict):
-  """A copy of `config` with {"a.b": value} set (sections created as needed)."""
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    *path, leaf = key.split(".")
-    node = config
-    for part in path:
-      if part not in node:
-        node[part] = ml_collections.ConfigDict()
-      node = node[part]
-    node[leaf] = value
-  return config
-
-
 def load_policy(path: str, llm, overrides: dict | None = None):
   """(run config, select function) of a trained policy from a training workdir; `overrides` ({"a.b":
   value}, `INFERENCE_KEYS` only) replace the workdir's inference settings."""
   from score_jax import train as train_lib
   workdir, ckpt_dir, step = resolve_checkpoint(path)
+  inference = inference_overrides(overrides or {})
   try:
-    run_config = run_ledger.effective_config(workdir)
+    run_config = run_ledger.effective_config(workdir, inference)
   except run_ledger.WorkdirError as e:
     raise CheckpointError(str(e)) from None
-  if overrides:
-    run_config = apply_overrides(run_config, inference_overrides(overrides))
-    logging.info("Inference settings from the command line for %s: %s", workdir, inference_overrides(overrides))
+  if inference:
+    logging.info("Inference settings from the command line for %s: %s", workdir, inference)
   method = get_method(run_config)
   policy = method.make_policy(run_config)
   tx = train_lib.make_optimizer(run_config, max(step, 1))

@@ -94,8 +94,12 @@ def effective_config_dict(workdir: str) -> dict:
   return tree
 
 
-def effective_config(workdir: str) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(effective_config_dict(workdir))
+def effective_config(workdir: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """`effective_config_dict` as a ConfigDict, with dotted `overrides` ({"a.b": value}) set on top."""
+  tree = effective_config_dict(workdir)
+  for key, value in (overrides or {}).items():
+    _unflatten_set(tree, key, value)
+  return ml_collections.ConfigDict(tree)
 
 
 def _write_new(path: str, text: str) -> None:

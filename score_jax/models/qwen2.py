@@ -94,9 +94,9 @@ class Qwen2DecoderLayer(nn.Module):
 class Qwen2(nn.Module):
   """Qwen2 causal LM. Methods: `embed`, `__call__` (hidden states), `logits`.
 
-  `attention`: one of `score_jax.models.attention.IMPLEMENTATIONS`, resolved for the backend at trace time. `__call__` runs
-  every implementation (the fused ones on packed rows, `attn_lib.pack_valid`); `with_cache` (generation,
-  explicit dense masks) takes XLA's."""
+  `attention`: one of `score_jax.models.attention.IMPLEMENTATIONS`, resolved for the backend at trace
+  time. `__call__` runs every implementation (the fused ones on packed rows, `attn_lib.pack_valid`);
+  `with_cache` (generation, explicit dense masks) takes XLA's."""
   cfg: Qwen2Config
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -124,15 +124,17 @@ class Qwen2(nn.Module):
     b, l, _ = embeds.shape
     if valid is None:
       valid = jnp.ones((b, l), dtype=bool)
-    cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
     x = embeds.astype(self.dtype)
-    if not attn_lib.takes_lengths(self.impl):
-      x, _ = self.layers(x, cos, sin, attention_mask(valid, valid, causal=True), None, None)
-      return self.norm(x)
-    order, lengths = attn_lib.pack_valid(valid)
-    pack = lambda a: attn_lib.take_rows(a, order)
-    x, _ = self.layers(pack(x), pack(cos), pack(sin), attn_lib.CausalLengths(lengths), None, None)
-    return self.norm(attn_lib.unpack(x, order))
+    packed = attn_lib.takes_lengths(self.impl)
+    if packed:  # the fused kernels' layout: valid tokens first (their positions move with them)
+      order, lengths = attn_lib.pack_valid(valid)
+      x, positions = attn_lib.take_rows(x, order), attn_lib.take_rows(positions, order)
+      mask = attn_lib.CausalLengths(lengths)
+    else:
+      mask = attention_mask(valid, valid, causal=True)
+    cos, sin = rope_cos_sin(positions, self.cfg.head_size, self.cfg.rope_theta)
+    x, _ = self.layers(x, cos, sin, mask, None, None)
+    return self.norm(attn_lib.unpack(x, order) if packed else x)
 
   def with_cache(self, embeds, positions, mask, cache=None, index=0):
     """Final-normed hidden states [B, L, d] under an explicit attention `mask`, and the KV cache.

@@ -5,8 +5,9 @@ over task types); LongVideoBench by duration group and question category; NExT-Q
 (`score_jax.data.benchmark_tasks.REPORT_FIELDS`). Inputs: each evaluated sample's score by id
 (`evaluate_methods` records results["_per_sample"] {(method, ratio): {id: score}} when its batches
 carry ids: 1/0, averaged over random seeds) and each sample's `task` and category fields, read from
-the eval JSONL file. Samples without a known `task` (the generated world, a plain JSONL set) add
-nothing, so those reports are unchanged.
+the eval JSONL file, or carried by the batches themselves (the generated world: task "world", by
+question type; `evaluate_methods` records them as results["_categories"]). Samples without a known
+`task` (a plain JSONL set) add nothing, so those reports are unchanged.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from score_jax.data import benchmark_tasks as bt
 ALL = "all"            # the column of every sample of the task
 MACRO = "mean of categories"  # MLVU's reported score (M-Avg): the unweighted mean of its task-type accuracies
 _ORDER = {"duration": ("short", "medium", "long")}  # natural orders; other categories sort by name
+WORLD_TASK = "world"  # the generated world's held-out sets, broken down by question type
+REPORT_FIELDS = {**bt.REPORT_FIELDS, WORLD_TASK: ("question_type",)}
 
 
 def read_categories(path: str) -> dict[str, dict]:
@@ -50,9 +53,9 @@ def breakdown(per_sample: dict, categories: dict[str, dict]) -> list[dict]:
   (with ALL, and MACRO for MLVU's task type)}."""
   evaluated = {i for scores in per_sample.values() for i in scores}
   groups = []
-  for task in bt.TASKS:
+  for task in REPORT_FIELDS:
     ids = sorted(i for i in evaluated if categories.get(i, {}).get("task") == task)
-    for field in bt.REPORT_FIELDS[task] if ids else ():
+    for field in REPORT_FIELDS[task] if ids else ():
       members = {}
       for i in ids:
         if field in categories[i]:

@@ -144,11 +144,13 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
 
   `batches()` yields dicts with "frames" (or precomputed "visual"), "prefix", "suffix", "suffix_len",
   "answer" and whatever selectors read from `extras` (e.g. "oracle_scores"). Batches with sample ids
-  ("id", JSONL sets) also give "_per_sample" {(method, ratio): {id: score}} (1/0, averaged over random
-  seeds), which `score_jax.category_breakdown` groups by benchmark category. The "option_likelihood"
-  and "generate" readings (`llm.reading`, used for every method and ratio) also need the option texts
-  ("options", and "task" where known: `answer_reading.sample_texts`); "_prefill" then times the whole
-  reading (for "generate": prefill, decoding and parsing).
+  ("id": JSONL sets, the generated world) also give "_per_sample" {(method, ratio): {id: score}} (1/0,
+  averaged over random seeds), which `score_jax.category_breakdown` groups by benchmark category;
+  batches that carry each sample's "categories" ({"task", field: value}) also give "_categories"
+  {id: categories}. The "option_likelihood" and "generate" readings (`llm.reading`, used for every
+  method and ratio) also need the option texts ("options", and "task" where known:
+  `answer_reading.sample_texts`); "_prefill" then times the whole reading (for "generate": prefill,
+  decoding and parsing).
   """
   answer = answer_fn(llm)
   compiled: dict = {}
@@ -159,6 +161,7 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   policies = {name: as_keep_policy(p) for name, p in policies.items()}
   prefill_s: dict = {}
   per_sample: dict = {}
+  categories: dict = {}
   total = 0
   for i, b in enumerate(batches()):
     visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
@@ -171,6 +174,8 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
               if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biuf"}
     ans = np.asarray(b["answer"])
     ids = [str(x) for x in b["id"]] if "id" in b else None
+    if ids is not None and "categories" in b:
+      categories.update(zip(ids, b["categories"]))
     total += bsz
 
     def run(ratio, video: compressed.Compressed, position_mode="original", fixed=True):
@@ -220,6 +225,8 @@ def evaluate_methods(llm, batches: Callable[[], Iterable[dict]], ratios, baselin
   results["_retention"] = {m: (float(np.mean(v)), float(np.std(v))) for m, v in retention.items()}
   if per_sample:
     results["_per_sample"] = per_sample
+  if categories:
+    results["_categories"] = categories
   return results
 
 

@@ -138,7 +138,12 @@ def heldout_batches(config, llm, eval_set: str = "clean"):
   it = make_iterator(src, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
                      num_threads=config.data.get("num_threads", 2))
   for b in it:
-    yield dict(model_inputs(b, llm, preprocess), **answer_reading.sample_texts(b))  # + option texts, task
+    out = dict(model_inputs(b, llm, preprocess), **answer_reading.sample_texts(b))  # + option texts, task
+    if "sample_index" in b and "question_type" in b:  # the generated world: ids and question types
+      out["id"] = [f"world:{int(i)}" for i in b["sample_index"]]
+      out["categories"] = [{"task": category_breakdown.WORLD_TASK, "question_type": str(q)}
+                           for q in b["question_type"]]
+    yield out
 
 
 def check_iterator_states(data: dict, stages: list[tuple[str, int]]) -> None:
@@ -267,8 +272,10 @@ def evaluate_and_report(config, llm, policies: dict, baselines, ratios, out_dir:
   results = {name: evaluation.evaluate_methods(llm, functools.partial(heldout_batches, config, llm, name),
                                                ratios, baselines, policies, config.eval.random_seeds, config.seed)
              for name in eval_sets(config)}
-  if eval_sets(config) == ("jsonl",):  # accuracy by benchmark category, from the eval file's records
-    category_breakdown.add_breakdown(results["jsonl"], category_breakdown.read_categories(config.data.eval_file))
+  for name, r in results.items():  # accuracy by category: the world's question types, a benchmark's fields
+    categories = r.pop("_categories", None) or (
+        category_breakdown.read_categories(config.data.eval_file) if name == "jsonl" else {})
+    category_breakdown.add_breakdown(r, categories)
   names = list(policies) + list(baselines)
   print(evaluation.format_report(results, ratios, names))
   evaluation.write_reports(results, ratios, names, out_dir)

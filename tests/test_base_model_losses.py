@@ -1,4 +1,5 @@
 """Training-only losses and diagnostics of the embedded base model, against hand-computed values."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,25 +16,32 @@ def test_balanced_dense_loss_weights_each_class_equally():
   np.testing.assert_allclose(balanced, (-np.log(0.9) - np.log(0.1)) / 2, rtol=1e-5)
 
 
-def test_pointer_hit_counts_samples_whose_top_token_is_the_target():
-  logits = jnp.array([[0.0, 5.0, 1.0], [9.0, 1.0, 2.0], [0.0, 0.0, 3.0]])
-  relevant = jnp.array([[False, True, False], [False, False, True], [False, False, False]])
-  valid = jnp.array([[True, True, True], [False, True, True], [True, True, True]])
-  # Sample 0 hits; sample 1's top valid token (2) is the target once token 0 is masked; sample 2
-  # has no target and does not count.
-  assert float(base_model._pointer_hit(logits, relevant, valid)) == 1.0
-  logits = logits.at[1, 1].set(5.0)  # now sample 1 points at a visible non-target token
-  assert float(base_model._pointer_hit(logits, relevant, valid)) == 0.5
+def test_word_tied_logits_score_features_against_the_word_vectors():
+  words = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+  none = jnp.array([0.0, 0.0, 1.0])
+  bias = jnp.array([0.0, 0.5, 0.0])
+  x = jnp.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+  logits = base_model.word_tied_logits(x, words, none, bias)
+  np.testing.assert_allclose(logits, [[2.0, 1.5, 0.0], [0.0, 0.5, 3.0]])
 
 
-def test_pointer_loss_is_uniform_cross_entropy_over_visible_targets():
-  logits = jnp.zeros((1, 4))
-  relevant = jnp.array([[True, True, False, False]])
-  valid = jnp.array([[True, True, True, False]])
-  np.testing.assert_allclose(float(base_model.pointer_loss(logits, relevant, valid)), np.log(3.0), rtol=1e-5)
-
-
-def test_finder_loss_is_minus_log_target_mass():
-  attention = jnp.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
-  target = jnp.array([[True, True, False], [False, False, False]])  # sample 1: no target, not counted
-  np.testing.assert_allclose(float(base_model.finder_loss(attention, target)), -np.log(0.75), rtol=1e-5)
+def test_tied_heads_read_the_decoders_own_word_vectors():
+  """The vision heads score against the input embeddings, the decoder heads against the LM head:
+  changing a word's embedding changes only the vision side's logits for that word."""
+  d, vocab = 4, 6
+  rng = np.random.default_rng(0)
+  params = {"language_model": {"embed_tokens": {"embedding": jnp.asarray(rng.normal(size=(vocab, d)))},
+                               "lm_head": {"kernel": jnp.asarray(rng.normal(size=(d, vocab)))}}}
+  tied = base_model.TiedHeads(2, 1, d).init(jax.random.key(0))["params"]
+  x = jnp.asarray(rng.normal(size=(1, 1, 3, d)))
+  ids = ((1, 3), (5,))
+  before = base_model.tied_head_logits(None, params, tied, ids, x, x)
+  np.testing.assert_allclose(before["vision_color"][..., :2], x @ params["language_model"]["embed_tokens"]["embedding"][jnp.array([1, 3])].T,
+                             rtol=1e-5)
+  np.testing.assert_allclose(before["llm_shape"][..., :1], x @ params["language_model"]["lm_head"]["kernel"][:, jnp.array([5])],
+                             rtol=1e-5)
+  params["language_model"]["embed_tokens"]["embedding"] = params["language_model"]["embed_tokens"]["embedding"].at[3].add(1.0)
+  after = base_model.tied_head_logits(None, params, tied, ids, x, x)
+  assert not np.allclose(after["vision_color"][..., 1], before["vision_color"][..., 1])
+  np.testing.assert_allclose(after["vision_color"][..., 0], before["vision_color"][..., 0], rtol=1e-6)
+  np.testing.assert_allclose(after["llm_color"], before["llm_color"], rtol=1e-6)

@@ -138,3 +138,47 @@ def test_current_build_is_used_as_is(built, monkeypatch):
   before = tree_digest(built[0])
   assert base_model.ensure_base_model(built[0], TINY, progress=False) == built[0]
   assert tree_digest(built[0]) == before
+
+
+def test_replay_rebuilds_a_recorded_chain_of_builds(tmp_path, monkeypatch):
+  """`--replay` reads a build's chain of `continued_from` settings and builds each link from the previous
+  one, oldest first; a rerun reuses the links already built."""
+  import dataclasses
+  first = dataclasses.replace(TINY, steps=3, init_from="")
+  second = dataclasses.replace(TINY, steps=5, object_fraction=0.3, init_from="/elsewhere/first")
+  info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(second),
+          "continued_from": {"settings": json.loads(json.dumps(dataclasses.asdict(first)))}}
+  assert base_model.recipe(info) == [first, second]
+  calls = []
+
+  def fake_build(out_dir, settings, progress=True):
+    calls.append((out_dir, settings))
+    done = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings)}
+    os.makedirs(out_dir)
+    with open(os.path.join(out_dir, base_model.BUILD_INFO), "w") as f:
+      json.dump(done, f)
+    return done
+
+  monkeypatch.setattr(base_model, "build_base_model", fake_build)
+  out = str(tmp_path / "replayed")
+  base_model.replay_build(out, info, progress=False)
+  assert calls == [(out + ".link0", first), (out, dataclasses.replace(second, init_from=out + ".link0"))]
+  calls.clear()
+  shutil.rmtree(out)  # as if the last link had been interrupted: the first one is not rebuilt
+  base_model.replay_build(out, info, progress=False)
+  assert [c[0] for c in calls] == [out]
+  bad = dict(info, settings=dict(info["settings"], finder_layer=2))
+  with pytest.raises(ValueError, match="finder_layer"):
+    base_model.recipe(bad)
+
+
+def test_first_use_build_replays_the_shipped_recipe(tmp_path, monkeypatch):
+  """Without explicit settings, a stale or missing embedded model is rebuilt with the recipe recorded in
+  the shipped copy's build_info.json (every link of its chain), not with bare defaults."""
+  calls = []
+  monkeypatch.setattr(base_model, "replay_build", lambda out, info, progress=True: calls.append((out, info)) or {})
+  folder = str(tmp_path / "cache" / "embedded")
+  assert base_model.ensure_base_model(folder, progress=False) == folder
+  assert calls == [(folder, base_model.read_build_info(base_model.SHIPPED_DIR))]
+  chain = base_model.recipe(calls[0][1])
+  assert len(chain) >= 2 and chain[0].init_from == "" and chain[-1].object_fraction > 0

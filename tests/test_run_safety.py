@@ -186,6 +186,7 @@ def test_sigterm_saves_the_interrupted_step_and_the_relaunch_resumes_exactly(tin
   assert_same_params(resumed["params"], full["params"])
 
 
+@pytest.mark.slow  # ~70 s: two subprocess trainings; SIGTERM resume and killed-run resume stay in the default run
 def test_kill_9_during_async_checkpoint_writes_then_finish_equals_uninterrupted(uninterrupted, tiny_embedded_model,
                                                                                  tmp_path):
   """Several `kill -9` at random moments while an asynchronous save is in flight (a temporary step

@@ -109,6 +109,7 @@ def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, method="magic"))
 
 
+@pytest.mark.slow  # ~70 s; CaCoVID's step, sampling and losses are tested in test_cacovid_*.py by default
 def test_cacovid_trains_through_the_same_command(tiny_embedded_model, tmp_path):
   c = smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke")
   out = train_lib.train(c)
@@ -200,3 +201,26 @@ def test_eval_uses_the_trained_position_mode(tiny_embedded_model, monkeypatch):
                               {"score": keep}, 1, 0)
   # full tokens and the baseline keep original positions; the policy's prefill uses its own
   assert seen.count("repacked") >= 1 and "original" in seen
+
+
+def test_world_reports_break_accuracy_down_by_question_type(tiny_embedded_model, tmp_path):
+  """Held-out world batches carry ids and question types; the report has a per-type table whose
+  counts and accuracies agree with the per-sample results."""
+  from score_jax import evaluation
+  from score_jax.world.sources import WorldSource
+  from score_jax.world.generator import WorldConfig
+  c = smoke_config(str(tmp_path / "w"), tiny_embedded_model, **{"eval.samples": 24, "eval.sets": ("clean",)})
+  llm = load_frozen_llm(c.model, None)
+  results = train_lib.evaluate_and_report(c, llm, {}, ["random"], (1.0, 0.25), str(tmp_path / "r"))["clean"]
+  (group,) = results["_by_category"]
+  assert (group["task"], group["field"]) == ("world", "question_type")
+  src = WorldSource(WorldConfig(), kind="video", split="heldout", size=24)
+  types = [str(src[i]["question_type"]) for i in range(24)]
+  assert group["n"] == {"all": 24, **{t: types.count(t) for t in set(types)}}
+  full = results["_per_sample"][("full", 1.0)]
+  for t in set(types):
+    ids = [f"world:{i}" for i in range(24) if types[i] == t]
+    assert group["accuracy"][("full", 1.0)][t] == pytest.approx(sum(full[i] for i in ids) / len(ids))
+  assert group["accuracy"][("full", 1.0)]["all"] == pytest.approx(results[("full", 1.0)])
+  assert "### world: accuracy by question_type" in open(tmp_path / "r" / "eval.md").read()
+  assert evaluation.results_to_json(results)["by_category"][0]["field"] == "question_type"

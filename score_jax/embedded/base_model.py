@@ -2,12 +2,18 @@
 
     python -m score_jax.embedded.base_model --out=~/.cache/score_jax/embedded_llava
 
-Supervised training with ALL visual tokens: cross-entropy of the answer letter at the answer position,
-every parameter trained (vision tower, projector, decoder), on a mix of generated videos and static
-pseudo-videos. The result is saved as a Hugging Face checkpoint folder (config.json, model.safetensors,
+Supervised training of every parameter (vision tower, projector, decoder) on a mix of generated videos
+and static pseudo-videos, answer word or letter at the answer position, each sample seen through one
+of the views real video LLMs are trained on (all tokens, random token subsets, strided frames, subsets
+of whole objects, pooled grids, H.264 clips; `sft_batches.py`), none of which reads which tokens the
+question is about. The result is saved as a Hugging Face checkpoint folder (config.json, model.safetensors,
 tokenizer) and from then on read through the same loading code as a downloaded checkpoint. A
-`build_info.json` records the world version, the settings and the held-out accuracy; a folder whose
-world version differs from the current generator is rebuilt.
+`build_info.json` records the world version, the settings and the held-out accuracy (and, for a
+build that continued an earlier one, that one's record under "continued_from"); a folder whose
+world version differs from the current generator is rebuilt, by default with the shipped copy's
+recipe (`--replay`):
+
+    python -m score_jax.embedded.base_model --replay=score_jax/embedded/assets/embedded_llava --out=/tmp/embedded
 
 A build writes only into a folder that is new, empty, or an earlier build (has `build_info.json`);
 any other folder (a downloaded checkpoint, say) is refused with `BuildFolderError`. The folder is
@@ -32,10 +38,13 @@ import flax.linen as nn
 import optax
 import tqdm
 
+from score_jax.compress.baselines.uniform_pool import pool_to_grid
+from score_jax.world import generator as world
+from score_jax.world.lossy_video import LossySettings, h264_round_trip
 from score_jax.embedded import world_text
 from score_jax.embedded.sft_batches import sft_batch
 from score_jax.embedded.model_config import embedded_config
-from score_jax.models import hf_loading, hf_saving, partial_forward, prefill, sharded, sharding as shd
+from score_jax.models import hf_loading, hf_saving, prefill, sharded, sharding as shd
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.models.preprocess import normalize_frames
 
@@ -50,47 +59,87 @@ class BuildFolderError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BaseModelSettings:
-  steps: int = 4000
+  steps: int = 5000
   batch_size: int = 16
   learning_rate: float = 2e-3
   warmup_steps: int = 100
   weight_decay: float = 0.01
   pseudo_fraction: float = 0.25
   open_fraction: float = 0.5      # open-ended prompts (target: the answer word); see sft_batches.py
-  subset_fraction: float = 0.5    # samples that see a random token subset (answer's tokens included)
-  subset_min_rate: float = 0.02
+  subset_fraction: float = 0.35   # samples that see a uniformly random token subset (sft_batches.view_masks)
+  subset_min_rate: float = 0.05
+  frame_fraction: float = 0.15    # samples that see every 2nd or 4th frame only
+  object_fraction: float = 0.0    # samples that see a random subset of whole objects (sft_batches.object_masks)
+  pooled_fraction: float = 0.15   # steps whose whole batch sees pooled grids (POOLED_GRIDS)
+  lossy_fraction: float = 0.25    # videos sent through H.264 (data/lossy_video.py's default ranges)
+  grounding_fraction: float = 0.25  # rows that point at a named random object (sft_batches.grounding_rows)
+  tie_words: bool = False         # dense colour/shape heads score against the decoder's own word vectors
+                                  # (`word_tied_logits`): input embeddings at the vision side, the LM
+                                  # head at the decoder side
+  train_question_types: tuple[str, ...] = ()  # training mix (repeats weight a type; empty: question_types)
   vision_steps: int = 500         # stage 1: vision side alone on dense cell labels (`pretrain_vision`)
-  hold_fraction: float = 0.05     # first: the question's object alone (see `object_rate`)
-  ramp_fraction: float = 0.3      # then: the other objects faded in (sft_batches.py)
+  hold_fraction: float = 0.05     # first: scenes without distractors or clutter (see `object_rate`)
+  ramp_fraction: float = 0.4      # then: the other objects faded in (WorldConfig.object_rate)
+  distractor_step: int = 0        # > 0: after the hold, one more distractor allowed every so many steps
+                                  # (`distractor_cap`) instead of fading them in at random
+  distractor_first: int = 0       # > 0: the one-distractor stage lasts this many steps (else distractor_step)
   hidden_size: int = 64           # decoder width (model_config.py); heads of 16 dims
   num_layers: int = 3
   vision_hidden_size: int = 48
   vision_layers: int = 1
   kv_heads: int = 0               # decoder key/value heads (0: model_config.py's choice)
-  finder_layer: int = -1          # >= 0: head 0 of this decoder layer is trained to attend to the
-                                  # question's object from the answer position (`finder_loss`)
   rope_theta: float = 10000.0     # decoder RoPE base
   question_types: tuple[str, ...] = ()  # training questions (empty: the world's); held-out: the same
   eval_every: int = 0             # > 0: log held-out accuracy per question type every so many steps
   eval_samples: int = 512
   seed: int = 0
+  init_from: str = ""             # an earlier build's folder to continue from (its settings are kept in
+                                  # build_info.json under "continued_from"); "" = from scratch
 
 
-def object_rate(step: int, s: BaseModelSettings) -> float | None:
-  """Share of the other objects' tokens shown at `step` (None: every token, the plain recipe)."""
+POOLED_GRIDS: tuple[tuple[int, int], ...] = ((2, 2), (1, 2))  # uniform pooling's grids at 25% and 10-15%
+
+
+def object_rate(step: int, s: BaseModelSettings) -> float:
+  """Scene complexity at `step` (`WorldConfig.object_rate`): 0 (no distractors) for the first
+  `hold_fraction` of the steps, then rising linearly to 1 (the full world) over `ramp_fraction`."""
   hold, ramp = s.hold_fraction * s.steps, s.ramp_fraction * s.steps
-  if step >= hold + ramp:
-    return None
-  return max(0.0, (step - hold) / max(ramp, 1.0))
+  return float(min(1.0, max(0.0, (step - hold) / max(ramp, 1.0))))
+
+
+def distractor_cap(step: int, s: BaseModelSettings) -> int:
+  """With `distractor_step`: the most distractors a scene may hold at `step` (0 during the hold, 1 for
+  `distractor_first` steps (default `distractor_step`), then one more every `distractor_step` steps);
+  -1 (no cap) once the world's maximum is reached or without it."""
+  if s.distractor_step <= 0:
+    return -1
+  hold, first = s.hold_fraction * s.steps, s.distractor_first or s.distractor_step
+  if step < hold:
+    cap = 0
+  elif step < hold + first:
+    cap = 1
+  else:
+    cap = 2 + int(step - hold - first) // s.distractor_step
+  return -1 if cap >= world_text.WORLD.num_distractors[1] else cap
+
+
+def world_at(rate: float, cfg: world.WorldConfig, cap: int = -1) -> world.WorldConfig:
+  """`cfg` at scene complexity `rate`: distractors drawn with probability rate, clutter at rate**2;
+  with `cap` >= 0, the distractors capped at that count instead of thinned."""
+  if cap >= 0:
+    return dataclasses.replace(cfg, max_distractors=cap, clutter_density=cfg.clutter_density * rate ** 2)
+  if rate >= 1.0:
+    return cfg
+  return dataclasses.replace(cfg, object_rate=rate, clutter_density=cfg.clutter_density * rate ** 2)
 
 
 class AuxHeads(nn.Module):
   """Training-only heads (not saved). Per visual token: the colour and shape of the object in its
   cell (or none) from the vision side, and the same plus "changed since the previous frame" from
-  the decoder's hidden state at that token. A pointer from the answer position over the visual
-  tokens, trained to land on the tokens of the object the question is about. Dense labels teach a
-  small model to see objects and time quickly, and the pointer where to look; the
-  question-answering targets alone leave it at chance for thousands of steps."""
+  the decoder's hidden state at that token. These dense scene labels (every object, whatever the
+  question) teach a small model to see objects and time quickly; they say nothing about which
+  object a question is about. A pointer from the answer position over the visual tokens, trained on
+  grounding rows only (a referring expression of a random object, `sft_batches.grounding_rows`)."""
   num_colors: int
   num_shapes: int
   pointer_dim: int = 32
@@ -101,23 +150,23 @@ class AuxHeads(nn.Module):
     b = hidden.shape[0]
     keys = nn.Dense(self.pointer_dim, name="pointer_key")(hidden).reshape(b, -1, self.pointer_dim)
     query = nn.Dense(self.pointer_dim, name="pointer_query")(answer_hidden)
-    return {"vision_color": nn.Dense(self.num_colors + 1, name="vision_color")(visual),
+    return {"pointer": jnp.einsum("bnd,bd->bn", keys, query) / np.sqrt(self.pointer_dim),
+            "vision_color": nn.Dense(self.num_colors + 1, name="vision_color")(visual),
             "vision_shape": nn.Dense(self.num_shapes + 1, name="vision_shape")(visual),
             "llm_color": nn.Dense(self.num_colors + 1, name="llm_color")(hidden),
             "llm_shape": nn.Dense(self.num_shapes + 1, name="llm_shape")(hidden),
-            "llm_changed": nn.Dense(2, name="llm_changed")(hidden),
-            "pointer": jnp.einsum("bnd,bd->bn", keys, query) / np.sqrt(self.pointer_dim)}
+            "llm_changed": nn.Dense(2, name="llm_changed")(hidden)}
 
 
-def pointer_loss(logits, relevant, valid):
-  """Cross-entropy of the pointer [B, N] against the relevant visible tokens (uniform over them);
-  samples with none visible do not count."""
-  target = (relevant & valid).astype(jnp.float32)
+def pointer_loss(logits, target, valid, rows):
+  """Cross-entropy of the pointer [B, N] against the visible `target` tokens (uniform over them), over
+  the `rows` [B] that have any visible."""
+  target = (target & valid).astype(jnp.float32)
   count = target.sum(-1)
   logp = jax.nn.log_softmax(jnp.where(valid, logits.astype(jnp.float32), -1e9), axis=-1)
-  per_sample = -(target * logp).sum(-1) / jnp.maximum(count, 1.0)
-  has = (count > 0).astype(jnp.float32)
-  return (per_sample * has).sum() / jnp.maximum(has.sum(), 1.0)
+  per_row = -(target * logp).sum(-1) / jnp.maximum(count, 1.0)
+  has = ((count > 0) & rows).astype(jnp.float32)
+  return (per_row * has).sum() / jnp.maximum(has.sum(), 1.0)
 
 
 def _aux_targets(cells, num_colors, num_shapes):
@@ -130,6 +179,47 @@ def _aux_targets(cells, num_colors, num_shapes):
           "llm_changed": changed}
 
 
+def word_tied_logits(x, words, none, bias):
+  """Class logits [..., K + 1] of features x [..., d] against word vectors `words` [K, d] (the
+  decoder's own vectors of the colour or shape words) and a learned `none` vector [d], plus `bias`.
+  Question-independent (every object's cell is labelled alike); it puts a visual token of a red
+  object along the same direction as the word "red", so a question word and the tokens it names
+  share a direction the decoder's attention can match."""
+  table = jnp.concatenate([words, none[None]], axis=0).astype(jnp.float32)
+  return x.astype(jnp.float32) @ table.T + bias
+
+
+class TiedHeads(nn.Module):
+  """The learned parts of the word-tied dense heads: a `none` vector and a bias per head."""
+  num_colors: int
+  num_shapes: int
+  dim: int
+
+  @nn.compact
+  def __call__(self):
+    out = {}
+    for name, k in (("vision_color", self.num_colors), ("vision_shape", self.num_shapes),
+                    ("llm_color", self.num_colors), ("llm_shape", self.num_shapes)):
+      out[name] = (self.param(f"{name}_none", nn.initializers.normal(0.02), (self.dim,)),
+                   self.param(f"{name}_bias", nn.initializers.zeros, (k + 1,)))
+    return out
+
+
+def tied_head_logits(module, params, tied_params, word_ids, visual, hidden):
+  """The four colour/shape heads of `AuxHeads`, word-tied: vision heads against the input
+  embeddings of the words, decoder heads against their LM-head rows. `word_ids` = (colour ids,
+  shape ids) in the order `cells` indexes."""
+  lm = params["language_model"]
+  embed = lm["embed_tokens"]["embedding"]
+  unembed = embed if "lm_head" not in lm else lm["lm_head"]["kernel"].T
+  parts = TiedHeads(len(word_ids[0]), len(word_ids[1]), embed.shape[-1]).apply({"params": tied_params})
+  out = {}
+  for name, x, table, ids in (("vision_color", visual, embed, word_ids[0]), ("vision_shape", visual, embed, word_ids[1]),
+                              ("llm_color", hidden, unembed, word_ids[0]), ("llm_shape", hidden, unembed, word_ids[1])):
+    out[name] = word_tied_logits(x, table[jnp.asarray(ids)], *parts[name])
+  return out
+
+
 def _dense_loss(logits, target, balanced: bool = False):
   """Mean cross-entropy; `balanced`: the mean over each class, averaged (a change touches ~3% of the
   tokens, and a plain mean lets the head answer "unchanged" everywhere)."""
@@ -138,14 +228,6 @@ def _dense_loss(logits, target, balanced: bool = False):
     return ce.mean()
   per_class = [(ce * (target == c)).sum() / jnp.maximum((target == c).sum(), 1) for c in range(logits.shape[-1])]
   return sum(per_class) / len(per_class)
-
-
-def _pointer_hit(logits, relevant, valid):
-  """Share of samples (with a visible target) whose pointer's top token is one of the target's."""
-  top = jnp.argmax(jnp.where(valid, logits, -jnp.inf), axis=-1)
-  hit = jnp.take_along_axis(relevant & valid, top[:, None], axis=1)[:, 0]
-  has = jnp.any(relevant & valid, axis=-1)
-  return (hit & has).sum() / jnp.maximum(has.sum(), 1)
 
 
 def _aux_accuracies(heads, targets, aux_module):
@@ -160,42 +242,13 @@ def _aux_accuracies(heads, targets, aux_module):
   return out
 
 
-def _decode_with_finder(module, params, inputs, layer: int):
-  """(final hidden states [B, L, d], attention [B, L] of query head 0 of decoder layer `layer` at the
-  answer position): the same forward as `prefill.decode`, run layer by layer."""
-  x = partial_forward.forward_layers(module, params, inputs, layer)
-  q, k = partial_forward.layer_query_key(module, params, x, inputs.positions, layer)
-  q0 = jnp.take_along_axis(q[:, :, :1], inputs.answer_index[:, None, None, None], axis=1)
-  attention = partial_forward.attention_rows(q0, k[:, :, :1], inputs.answer_index[:, None], inputs.valid)[:, 0]
-  x = partial_forward.forward_layers(module, params, inputs, module.cfg.text.num_hidden_layers, start=layer, x=x)
-  return partial_forward.final_norm(module, params, x), attention
-
-
-def finder_loss(attention, target):
-  """-log of the attention mass [B, N] a head puts on the target tokens (bool [B, N]), averaged over
-  samples with a visible target. Trains one head of a middle layer to fetch what the question asks
-  about, so the layers after it can read the answer from what it fetched."""
-  mass = (attention * target).sum(-1)
-  has = target.any(-1).astype(jnp.float32)
-  return -(jnp.log(mass + 1e-6) * has).sum() / jnp.maximum(has.sum(), 1.0)
-
-
-def _loss_fn(module, aux_module, params, batch, finder_layer: int = -1):
-  """Cross-entropy of the answer token, of each option's yes/no (multiple-choice samples), and of
-  the dense per-token labels (`AuxHeads`)."""
-  params, aux_params = params
-  n = batch["visual_n"]
-  visual = prefill.encode_video(module, params, batch["frames"])
+def _answer_loss(module, params, visual, keep_valid, batch):
+  """(decoder hidden states, logits at [answer, option words], loss) with visual tokens [B, N, d]."""
+  n = visual.shape[1]
   keep = prefill.all_keep_indices(visual.shape[0], n)
   inputs = prefill.assemble_inputs(module, params, visual, keep, batch["prefix"], batch["suffix"],
-                                   batch["suffix_len"], keep_valid=batch["keep_valid"])
-  lp = batch["prefix"].shape[1]
-  if finder_layer < 0:
-    hidden, finder = prefill.decode(module, params, inputs), jnp.float32(0.0)
-  else:
-    hidden, attention = _decode_with_finder(module, params, inputs, finder_layer)
-    target = batch["relevant"] & batch["keep_valid"]
-    finder = finder_loss(attention[:, lp:lp + n], target)
+                                   batch["suffix_len"], keep_valid=keep_valid)
+  hidden = prefill.decode(module, params, inputs)
   suffix_start = batch["prefix"].shape[1] + n + 1
   pos = jnp.concatenate([inputs.answer_index[:, None], suffix_start + batch["option_pos"]], axis=1)
   scored = jnp.take_along_axis(hidden, pos[..., None], axis=1)  # answer position, then option words
@@ -205,37 +258,65 @@ def _loss_fn(module, aux_module, params, batch, finder_layer: int = -1):
   opt_w = batch["option_valid"].astype(jnp.float32)[:, None]
   n_options = ce.shape[1] - 1
   option_loss = (ce[:, 1:] * opt_w).sum() / jnp.maximum(opt_w.sum() * n_options, 1.0)
-  b, t, p, d = visual.shape
-  heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + n].reshape(b, t, p, -1),
+  answer_w = 1.0 - batch["ground"].astype(jnp.float32)  # grounding rows have no answer target
+  answer_loss = (ce[:, 0] * answer_w).sum() / jnp.maximum(answer_w.sum(), 1.0)
+  return hidden, scored, logits, answer_loss + option_loss
+
+
+def _loss_fn(module, aux_module, params, batch, grid: tuple[int, int] | None = None, word_ids=None):
+  """Cross-entropy of the answer token and of each option's yes/no (multiple-choice samples); with
+  every token's grid (`grid` None) also of the dense per-token labels (`AuxHeads`); with `grid`, the
+  frames' token grids are average-pooled to it first (uniform pooling's view, no dense labels). With
+  `word_ids` (colour ids, shape ids) the colour/shape heads are word-tied (`tied_head_logits`)."""
+  params, aux_params = params
+  visual = prefill.encode_video(module, params, batch["frames"])
+  b, t, p, _ = visual.shape
+  if grid is not None:
+    pooled = pool_to_grid(visual, *grid)
+    _, _, logits, loss = _answer_loss(module, params, pooled, jnp.ones(pooled.shape[:2], bool), batch)
+    return loss, {"acc": _answer_accuracy(logits, batch)}
+  hidden, scored, logits, loss = _answer_loss(module, params, visual.reshape(b, t * p, -1), batch["keep_valid"],
+                                              batch)
+  lp = batch["prefix"].shape[1]
+  heads = aux_module.apply({"params": aux_params}, visual, hidden[:, lp:lp + t * p].reshape(b, t, p, -1),
                            scored[:, 0])
-  pointer_logits = heads.pop("pointer")
-  pointer = pointer_loss(pointer_logits, batch["relevant"], batch["keep_valid"])
-  pointer_hit = _pointer_hit(pointer_logits, batch["relevant"], batch["keep_valid"])
+  pointer = heads.pop("pointer")
+  if word_ids is not None:
+    heads.update(tied_head_logits(module, params, aux_params["tied"], word_ids, visual,
+                                  hidden[:, lp:lp + t * p].reshape(b, t, p, -1)))
+  ground = pointer_loss(pointer, batch["ground_target"], batch["keep_valid"], batch["ground"])
   targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
-  aux_loss = sum(_dense_loss(heads[k], targets[k], balanced=k == "llm_changed") for k in heads) + pointer
-  loss = ce[:, 0].mean() + option_loss + aux_loss + finder
-  return loss, {"finder": finder, "acc": (jnp.argmax(logits[:, 0], -1) == batch["target"]).mean(),
-                **_aux_accuracies(heads, targets, aux_module), "pointer": pointer_hit}
+  aux_loss = sum(_dense_loss(heads[k], targets[k], balanced=k == "llm_changed") for k in heads)
+  return loss + aux_loss + ground, {"acc": _answer_accuracy(logits, batch), "ground": ground,
+                                    **_aux_accuracies(heads, targets, aux_module)}
 
 
-def _vision_loss(module, aux_module, params, batch):
-  """Stage 1: the vision side (tower, projector) and its colour/shape heads on dense cell labels."""
+def _answer_accuracy(logits, batch):
+  """Share of the non-grounding rows whose top token at the answer position is the target."""
+  w = 1.0 - batch["ground"].astype(jnp.float32)
+  return ((jnp.argmax(logits[:, 0], -1) == batch["target"]) * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+def _vision_loss(module, aux_module, params, batch, word_ids=None):
+  """Stage 1: the vision side (tower, projector) and its colour/shape heads on dense cell labels
+  (word-tied with `word_ids`, see `tied_head_logits`)."""
   params, aux_params = params
   visual = prefill.encode_video(module, params, batch["frames"])
   targets = _aux_targets(batch["cells"], aux_module.num_colors, aux_module.num_shapes)
+  tied = None if word_ids is None else tied_head_logits(module, params, aux_params["tied"], word_ids, visual, visual)
   loss = 0.0
   for name in ("vision_color", "vision_shape"):
-    logits = visual @ aux_params[name]["kernel"] + aux_params[name]["bias"]
+    logits = (visual @ aux_params[name]["kernel"] + aux_params[name]["bias"]) if tied is None else tied[name]
     loss = loss + optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets[name]).mean()
   return loss, {"acc": jnp.float32(0.0)}
 
 
-def pretrain_vision(module, aux_module, params, stream, settings, progress: bool = True):
+def pretrain_vision(module, aux_module, params, stream, settings, progress: bool = True, word_ids=None):
   """Stage 1 (`settings.vision_steps`): the vision side learns colours and shapes per cell alone,
   so the decoder starts from features it can use (joint training leaves shape half-learned)."""
   tx = optax.adam(settings.learning_rate)
   opt_state = tx.init(params)
-  step = make_step(lambda p, b: _vision_loss(module, aux_module, p, b), tx)
+  step = make_step(lambda p, b: _vision_loss(module, aux_module, p, b, word_ids), tx)
   bar = tqdm.trange(settings.vision_steps, desc="embedded vision side", disable=not progress)
   for i in bar:
     samples = [next(stream) for _ in range(settings.batch_size)]
@@ -245,6 +326,19 @@ def pretrain_vision(module, aux_module, params, stream, settings, progress: bool
     if i % 20 == 0:
       bar.set_postfix(loss=f"{float(loss):.3f}")
   return params
+
+
+def training_samples(rng: np.random.Generator, settings: BaseModelSettings, cfg: world.WorldConfig,
+                     lossy: LossySettings) -> list[dict]:
+  """One batch of generated samples (pseudo-videos at `settings.pseudo_fraction`), each video sent
+  through H.264 at `lossy`'s rate; only the frames change (the dense cell labels stay exact)."""
+  out = []
+  for _ in range(settings.batch_size):
+    s = world_text.sample("pseudo" if rng.random() < settings.pseudo_fraction else "video", rng, cfg)
+    if (enc := lossy.draw(rng)) is not None:
+      s = dict(s, frames=h264_round_trip(s["frames"], *enc))
+    out.append(s)
+  return out
 
 
 def make_step(loss_fn, tx):
@@ -317,6 +411,44 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   return info
 
 
+def recipe(info: dict) -> list[BaseModelSettings]:
+  """The settings of a build and of every build it continued from (build_info.json's chain of
+  "continued_from"), oldest first; each `init_from` as recorded."""
+  links, node = [], info
+  while node:
+    links.append(node["settings"])
+    node = node.get("continued_from")
+  known = {f.name for f in dataclasses.fields(BaseModelSettings)}
+  chain = []
+  for s in reversed(links):
+    if unknown := sorted(set(s) - known):
+      raise ValueError(f"The recorded build settings name fields this version does not have ({', '.join(unknown)}): "
+                       "replay them with the version of score_jax that made the build.")
+    chain.append(BaseModelSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}))
+  return chain
+
+
+def replay_build(out_dir: str, info: dict, progress: bool = True) -> dict:
+  """Rebuilds a recorded build (e.g. the shipped model's build_info.json) from scratch: each link of
+  `recipe(info)` in turn, each continuing the previous one. Links before the last are kept as
+  `<out_dir>.link<i>`; a link already built with the same settings is reused (a rerun resumes)."""
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  chain, previous, result = recipe(info), "", {}
+  for i, settings in enumerate(chain):
+    settings = dataclasses.replace(settings, init_from=previous)
+    target = out_dir if i == len(chain) - 1 else f"{out_dir}.link{i}"
+    done = read_build_info(target)
+    if done is not None and is_current(target) and done.get("settings") == json.loads(
+        json.dumps(dataclasses.asdict(settings))):
+      logging.info("Replay: link %d of %d already built in %s.", i + 1, len(chain), target)
+      result = done
+    else:
+      logging.info("Replay: building link %d of %d into %s.", i + 1, len(chain), target)
+      result = build_base_model(target, settings, progress)
+    previous = target
+  return result
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
@@ -372,6 +504,14 @@ def train_base_model(settings: BaseModelSettings = BaseModelSettings(), progress
   module = LlavaOnevision(cfg)
   mesh = shd.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   params = sharded.init_llava_params(module, mesh, jax.random.key(settings.seed))
+  earlier = None
+  if settings.init_from:
+    earlier = read_build_info(settings.init_from)
+    if earlier is None:
+      raise BuildFolderError(f"--init_from={settings.init_from!r} is not an embedded-model build (no {BUILD_INFO}).")
+    loaded_cfg, _, params = hf_loading.load_llava_onevision(settings.init_from, mesh=mesh)
+    if loaded_cfg != cfg:
+      raise ValueError(f"--init_from={settings.init_from!r} has another architecture than these settings.")
   warmup = min(settings.warmup_steps, settings.steps // 2)
   schedule = optax.warmup_cosine_decay_schedule(0.0, settings.learning_rate, warmup,
                                                 max(settings.steps, warmup + 1), settings.learning_rate * 0.05)
@@ -380,26 +520,40 @@ def train_base_model(settings: BaseModelSettings = BaseModelSettings(), progress
   t, p, d = world_text.WORLD.frames, cfg.tokens_per_frame, cfg.text.hidden_size
   aux_params = aux_module.init(jax.random.key(settings.seed + 1), jnp.zeros((1, t, p, cfg.text.hidden_size)),
                                jnp.zeros((1, t, p, d)), jnp.zeros((1, d)))["params"]
+  word_ids = None
+  if settings.tie_words:
+    word_ids = tuple(tuple(int(text.tokenizer.convert_tokens_to_ids(w)) for w in names)
+                     for names in (world_text.WORLD.colors, world_text.WORLD.shapes))
+    tied = TiedHeads(len(word_ids[0]), len(word_ids[1]), d).init(jax.random.key(settings.seed + 2))["params"]
+    aux_params = {**aux_params, "tied": tied}
   params = (params, aux_params)
   world_cfg = world_text.world_config(settings.question_types)
-  stream = world_text.training_stream(settings.seed, settings.pseudo_fraction, world_cfg)
+  train_cfg = world_text.world_config(settings.train_question_types or settings.question_types)
+  stream = world_text.training_stream(settings.seed, settings.pseudo_fraction, train_cfg)
   if settings.vision_steps:
-    params = pretrain_vision(module, aux_module, params, stream, settings, progress)
+    params = pretrain_vision(module, aux_module, params, stream, settings, progress, word_ids)
   opt_state = tx.init(params)
   option_ids = jnp.asarray(text.prompts.option_token_ids(4))
-  num_visual = world_text.WORLD.frames * cfg.tokens_per_frame
-  step = make_step(lambda p, b: _loss_fn(module, aux_module, p, dict(b, visual_n=num_visual),
-                                         settings.finder_layer), tx)
-  probe = world_text.heldout_batches("video", settings.eval_samples, 64, text, world_cfg, with_types=True)
+  steps = {grid: make_step(functools.partial(_loss_fn, module, aux_module, grid=grid, word_ids=word_ids), tx)
+           for grid in (None,) + POOLED_GRIDS}
+  cloze = world_text.WorldText.create("option_word")
+  probe = world_text.heldout_batches("video", settings.eval_samples, 64, cloze, world_cfg, with_types=True)
   rng = np.random.default_rng([0xBA5E, settings.seed, 3])
+  lossy = LossySettings(fraction=settings.lossy_fraction)
   bar = tqdm.trange(settings.steps, desc="embedded base model", disable=not progress)
   ema = None
   for i in bar:
-    samples = [next(stream) for _ in range(settings.batch_size)]
+    rate = object_rate(i, settings)
+    cap = distractor_cap(i, settings)
+    samples = training_samples(rng, settings, world_at(rate, train_cfg, cap), lossy)
     batch = sft_batch(samples, text.prompts, text.suffix_len, rng, settings.open_fraction,
-                      settings.subset_fraction, settings.subset_min_rate, object_rate=object_rate(i, settings))
+                      settings.subset_fraction, settings.subset_min_rate, settings.frame_fraction,
+                      cfg.tokens_per_frame, foreground=rate if rate < 1.0 or cap >= 0 else None,
+                      grounding_fraction=settings.grounding_fraction, names=(world_cfg.colors, world_cfg.shapes),
+                      object_fraction=settings.object_fraction)
     batch.pop("answer")
-    params, opt_state, loss, metrics = step(params, opt_state, batch)
+    grid = POOLED_GRIDS[int(rng.integers(len(POOLED_GRIDS)))] if rng.random() < settings.pooled_fraction else None
+    params, opt_state, loss, metrics = steps[grid](params, opt_state, batch)
     if i % 20 == 0 or i == settings.steps - 1:
       acc = float(metrics["acc"])
       ema = acc if ema is None else 0.8 * ema + 0.2 * acc
@@ -410,16 +564,20 @@ def train_base_model(settings: BaseModelSettings = BaseModelSettings(), progress
                    {k: round(float(v), 3) for k, v in metrics.items()})
   params = params[0]
   overall, by_type = evaluate_full_tokens(module, params, probe, option_ids, by_type=True)
-  cloze = world_text.WorldText.create("option_word")
-  accs = {"video": overall, "video_by_type": by_type,
-          "video_option_word": evaluate_full_tokens(module, params, world_text.heldout_batches(
-              "video", settings.eval_samples, 64, cloze, world_cfg), option_ids),
+  accs = {"video_option_word": overall, "video_option_word_by_type": by_type,
+          "video_option_word_h264": evaluate_full_tokens(module, params, world_text.heldout_batches(
+              "video", settings.eval_samples, 64, cloze, world_cfg, lossy=LossySettings()), option_ids),
+          "video": evaluate_full_tokens(module, params, world_text.heldout_batches(
+              "video", settings.eval_samples, 64, text, world_cfg), option_ids),
           "pseudo": evaluate_full_tokens(module, params, world_text.heldout_batches(
               "pseudo", settings.eval_samples, 64, text, world_cfg), option_ids),
           "pseudo_option_word": evaluate_full_tokens(module, params, world_text.heldout_batches(
               "pseudo", settings.eval_samples, 64, cloze, world_cfg), option_ids)}
   info = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings),
           "heldout_accuracy_all_tokens": accs, "build_seconds": round(time.time() - t0, 1)}
+  if earlier is not None:
+    info["continued_from"] = {k: earlier.get(k) for k in ("settings", "heldout_accuracy_all_tokens",
+                                                          "build_seconds", "continued_from") if k in earlier}
   return cfg, params, text.tokenizer, info
 
 
@@ -428,10 +586,11 @@ def is_current(folder: str) -> bool:
   return info is not None and info.get("world_version") == world_text.WORLD_VERSION
 
 
-def ensure_base_model(folder: str = DEFAULT_DIR, settings: BaseModelSettings = BaseModelSettings(),
+def ensure_base_model(folder: str = DEFAULT_DIR, settings: BaseModelSettings | None = None,
                       progress: bool = True) -> str:
   """The embedded model's checkpoint folder: for the default folder, the copy shipped with the package
-  when it matches the current world; else `folder`, built on first use (or when the world changed).
+  when it matches the current world; else `folder`, built on first use (or when the world changed)
+  with `settings`, by default the shipped copy's own recipe (`replay_build` of its build_info.json).
   A folder that is neither new, empty nor an earlier build raises BuildFolderError."""
   folder = os.path.expanduser(folder)
   if folder == DEFAULT_DIR and is_current(SHIPPED_DIR):
@@ -439,7 +598,11 @@ def ensure_base_model(folder: str = DEFAULT_DIR, settings: BaseModelSettings = B
   if not is_current(folder):
     check_build_folder(folder)
     logging.info("Building the embedded base model in %s (first use).", folder)
-    info = build_base_model(folder, settings, progress)
+    shipped = read_build_info(SHIPPED_DIR)
+    if settings is None and shipped is not None:
+      info = replay_build(folder, shipped, progress)
+    else:
+      info = build_base_model(folder, settings or BaseModelSettings(), progress)
     logging.info("Embedded base model: %s", info)
   return folder
 
@@ -461,17 +624,37 @@ def _define_flags() -> dict:
       batch_size=flags.DEFINE_integer("batch_size", BaseModelSettings.batch_size, "samples per step"),
       hidden_size=flags.DEFINE_integer("hidden_size", BaseModelSettings.hidden_size, "decoder width"),
       num_layers=flags.DEFINE_integer("num_layers", BaseModelSettings.num_layers, "decoder layers"),
-      finder_layer=flags.DEFINE_integer("finder_layer", BaseModelSettings.finder_layer,
-                                        "decoder layer whose head 0 learns to attend to the target (-1: none)"),
       rope_theta=flags.DEFINE_float("rope_theta", BaseModelSettings.rope_theta, "decoder RoPE base"),
       kv_heads=flags.DEFINE_integer("kv_heads", BaseModelSettings.kv_heads, "decoder KV heads (0: model_config.py's)"),
       vision_hidden_size=flags.DEFINE_integer("vision_hidden_size", BaseModelSettings.vision_hidden_size,
                                               "vision tower width"),
       vision_layers=flags.DEFINE_integer("vision_layers", BaseModelSettings.vision_layers, "vision tower layers"),
       vision_steps=flags.DEFINE_integer("vision_steps", BaseModelSettings.vision_steps, "stage-1 steps"),
+      pooled_fraction=flags.DEFINE_float("pooled_fraction", BaseModelSettings.pooled_fraction,
+                                         "share of steps on pooled grids"),
+      grounding_fraction=flags.DEFINE_float("grounding_fraction", BaseModelSettings.grounding_fraction,
+                                            "share of grounding rows"),
+      lossy_fraction=flags.DEFINE_float("lossy_fraction", BaseModelSettings.lossy_fraction,
+                                        "share of H.264-encoded training videos"),
       hold_fraction=flags.DEFINE_float("hold_fraction", BaseModelSettings.hold_fraction, "see object_rate"),
       ramp_fraction=flags.DEFINE_float("ramp_fraction", BaseModelSettings.ramp_fraction, "see object_rate"),
+      distractor_step=flags.DEFINE_integer("distractor_step", BaseModelSettings.distractor_step, "see distractor_cap"),
+      distractor_first=flags.DEFINE_integer("distractor_first", BaseModelSettings.distractor_first, "see distractor_cap"),
       question_types=flags.DEFINE_list("question_types", [], "training/held-out question types (default all)"),
+      train_question_types=flags.DEFINE_list("train_question_types", [],
+                                             "training mix; a repeated type is drawn more often (default: question_types)"),
+      tie_words=flags.DEFINE_bool("tie_words", BaseModelSettings.tie_words, "word-tied colour/shape heads"),
+      subset_fraction=flags.DEFINE_float("subset_fraction", BaseModelSettings.subset_fraction,
+                                         "share of random-token-subset views"),
+      frame_fraction=flags.DEFINE_float("frame_fraction", BaseModelSettings.frame_fraction,
+                                        "share of strided-frame views"),
+      object_fraction=flags.DEFINE_float("object_fraction", BaseModelSettings.object_fraction,
+                                         "share of whole-object-subset views"),
+      open_fraction=flags.DEFINE_float("open_fraction", BaseModelSettings.open_fraction, "open-ended prompt share"),
+      warmup_steps=flags.DEFINE_integer("warmup_steps", BaseModelSettings.warmup_steps, "warmup steps"),
+      init_from=flags.DEFINE_string("init_from", "", "continue training an earlier build's folder"),
+      replay=flags.DEFINE_string("replay", "", "rebuild the build recorded in this folder's build_info.json "
+                                 "(its whole chain of builds, from scratch; other settings flags are ignored)"),
       eval_every=flags.DEFINE_integer("eval_every", 0, "held-out accuracy by type every so many steps"),
   )
 
@@ -481,7 +664,14 @@ def main(argv, flag_values: dict):
   v = {name: holder.value for name, holder in flag_values.items()}
   out = os.path.expanduser(v.pop("out"))
   v["question_types"] = tuple(v["question_types"])
-  info = build_base_model(out, BaseModelSettings(**v))
+  v["train_question_types"] = tuple(v["train_question_types"])
+  if replay := v.pop("replay"):
+    recorded = read_build_info(os.path.expanduser(replay))
+    if recorded is None:
+      raise app.UsageError(f"--replay={replay!r}: no {BUILD_INFO} of an embedded-model build there.")
+    info = replay_build(out, recorded)
+  else:
+    info = build_base_model(out, BaseModelSettings(**v))
   print(json.dumps(info, indent=2))
 
 

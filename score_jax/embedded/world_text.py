@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from score_jax.world import generator as world, pseudo_video
+from score_jax.world.lossy_video import LossySettings, h264_round_trip
 from score_jax.embedded.batches import encode_samples
 from score_jax.models.prompt import PromptEncoder
 from score_jax.models.word_tokenizer import build_word_tokenizer
@@ -17,7 +18,8 @@ WORLD = world.WorldConfig()
 SUFFIX_LEN = 48
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SOURCES = ("world/generator.py", "world/scene.py", "world/clutter.py", "world/palette.py", "world/pseudo_video.py",
-            "world/oracle.py", "embedded/model_config.py", "embedded/sft_batches.py", "models/word_tokenizer.py")
+            "world/oracle.py", "world/lossy_video.py", "embedded/model_config.py", "embedded/sft_batches.py",
+            "models/word_tokenizer.py")
 
 
 def _world_version() -> str:
@@ -73,10 +75,15 @@ def training_stream(seed: int, pseudo_fraction: float, cfg: world.WorldConfig = 
 
 
 def heldout_batches(kind: str, n: int, batch_size: int, text: WorldText, cfg: world.WorldConfig = WORLD,
-                    with_types: bool = False) -> list[dict]:
-  """Encoded held-out batches (with each sample's `question_type` if `with_types`)."""
+                    with_types: bool = False, lossy: LossySettings | None = None) -> list[dict]:
+  """Encoded held-out batches (with each sample's `question_type` if `with_types`); with `lossy`, the
+  same samples' videos after an H.264 round trip drawn from their own RNG stream."""
   rng = np.random.default_rng([0xBA5E, 12345, 2])
   samples = [sample(kind, rng, cfg) for _ in range(n)]
+  if lossy is not None:
+    codec_rng = np.random.default_rng([0xBA5E, 12345, 4])
+    samples = [dict(s, frames=h264_round_trip(s["frames"], *enc)) if (enc := lossy.draw(codec_rng)) else s
+               for s in samples]
   batches = []
   for i in range(0, n, batch_size):
     b = encode_samples(samples[i:i + batch_size], text.prompts, text.suffix_len)

@@ -55,6 +55,13 @@ class WorldConfig:
   speed: tuple[int, int] = (3, 6)  # px per frame of the moving object
   question_types: tuple[str, ...] = QUESTION_TYPES
   seed: int = 0
+  # Scene complexity for training curricula: each distractor object is drawn with this probability
+  # (1: the world as described above, every held-out set). It reads nothing about any question's
+  # answer tokens; it only makes scenes simpler (the embedded model's build fades objects in with it).
+  object_rate: float = 1.0
+  # Also for curricula: at most this many distractors are kept (-1: no cap); the first ones drawn
+  # (those carrying the wrong options' attributes) stay. Blind to the question like `object_rate`.
+  max_distractors: int = -1
 
   def __post_init__(self):
     if len(self.colors) < NUM_OPTIONS or len(self.shapes) < NUM_OPTIONS:
@@ -67,6 +74,8 @@ class WorldConfig:
       raise ValueError("Need size % cell == 0 and 4 <= object_size <= cell.")
     if self.frames < 3:
       raise ValueError("Need at least 3 frames for events.")
+    if not 0.0 <= self.object_rate <= 1.0:
+      raise ValueError(f"object_rate={self.object_rate} must be in [0, 1].")
 
 
 def vocabulary(cfg: WorldConfig | None = None) -> list[str]:
@@ -129,6 +138,18 @@ def _distractor_count(rng: np.random.Generator, cfg: WorldConfig, base: int) -> 
   return max(int(rng.integers(cfg.num_distractors[0], cfg.num_distractors[1] + 1)), base)
 
 
+def thin_objects(rng: np.random.Generator, cfg: WorldConfig, attrs: list, keep: int) -> tuple[list, int]:
+  """(attrs, keep) with each object drawn with probability `cfg.object_rate` (the first `keep` must fit:
+  that count shrinks with them), then at most `cfg.max_distractors` of them. At object_rate 1 nothing
+  is drawn from `rng`, so the world is unchanged."""
+  if cfg.object_rate < 1.0:
+    drawn = rng.random(len(attrs)) < cfg.object_rate
+    attrs, keep = [a for a, d in zip(attrs, drawn) if d], int(drawn[:keep].sum())
+  if cfg.max_distractors >= 0:
+    attrs, keep = attrs[:cfg.max_distractors], min(keep, cfg.max_distractors)
+  return attrs, keep
+
+
 def build_scene(cfg: WorldConfig, rng: np.random.Generator, qtype: str,
                 frames: int | None = None) -> tuple[list[SceneObject], str, list[str], int]:
   """(objects with the target last, question, options, answer index) for one question type."""
@@ -150,12 +171,12 @@ def build_scene(cfg: WorldConfig, rng: np.random.Generator, qtype: str,
   else:  # wrong colours on distractors; the named shape (if any) stays unique
     d_colors = fill(rng, wrong, colors, n)
     d_shapes = fill(rng, [], [s for s in shapes if qtype != "static_color" or s != target_shape], n)
-  distractors = [(s, [c] * t_len) for s, c in zip(d_shapes, d_colors)]
+  distractors, forced = thin_objects(rng, cfg, [(s, [c] * t_len) for s, c in zip(d_shapes, d_colors)], len(wrong))
 
   if qtype.startswith("moving"):
     size = int(rng.integers(cfg.object_size[0], cfg.object_size[1] + 1))
     target, reserved = moving_object(rng, target_shape, size, target_color, t_len, cfg.size, cfg.cell, cfg.speed)
-    objects = place_static(rng, cfg, distractors, reserved, keep=len(wrong)) + [target]
+    objects = place_static(rng, cfg, distractors, reserved, keep=forced) + [target]
   else:
     t_event = event_frame(rng, t_len)
     if qtype == "appear_color":
@@ -164,7 +185,7 @@ def build_scene(cfg: WorldConfig, rng: np.random.Generator, qtype: str,
       target_colors = [old] * t_event + [target_color] * (t_len - t_event)
     else:
       target_colors = [target_color] * t_len
-    placed = place_static(rng, cfg, [(target_shape, target_colors)] + distractors, keep=1 + len(wrong))
+    placed = place_static(rng, cfg, [(target_shape, target_colors)] + distractors, keep=1 + forced)
     objects = placed[1:] + placed[:1]
   question = TEMPLATES[qtype].format(shape=target_shape, color=target_color)
   return objects, question, options, answer

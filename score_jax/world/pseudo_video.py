@@ -13,7 +13,7 @@ import numpy as np
 
 from score_jax.world.clutter import clutter_background
 from score_jax.world.scene import cell_labels, render
-from score_jax.world.generator import STATIC_QUESTION_TYPES, WorldConfig, build_scene, fill, place_static
+from score_jax.world.generator import STATIC_QUESTION_TYPES, WorldConfig, build_scene, fill, place_static, thin_objects
 
 PSEUDO_VIDEO_MODES: tuple[str, ...] = ("repeat_single_image", "slideshow")
 
@@ -51,7 +51,8 @@ def generate_pseudo_video_sample(cfg: WorldConfig, rng: np.random.Generator,
       m = int(rng.integers(cfg.num_distractors[0], cfg.num_distractors[1] + 1)) + 1
       shapes = [s for s in cfg.shapes if qtype != "static_color" or s != target.shape]
       colors = [c for c in cfg.colors if qtype != "static_shape" or c != target.colors[0]]
-      filler = place_static(rng, cfg, [(s, [c]) for s, c in zip(fill(rng, [], shapes, m), fill(rng, [], colors, m))])
+      attrs, _ = thin_objects(rng, cfg, [(s, [c]) for s, c in zip(fill(rng, [], shapes, m), fill(rng, [], colors, m))], 0)
+      filler = place_static(rng, cfg, attrs)
       image, mask = render(clutter_background(rng, cfg.size, cfg.clutter_density), filler, 1)
       shown = filler
     cells.append(np.repeat(cell_labels(shown, 1, cfg.size, cfg.cell, cfg.colors, cfg.shapes), length, axis=0))

@@ -35,17 +35,22 @@ def area_matrix(in_size: int, out_size: int) -> np.ndarray:
   return w
 
 
-def uniform_pool(visual: jnp.ndarray, k: int) -> jnp.ndarray:
-  """[B, T, P, d] -> pooled tokens [B, T * gh * gw, d] with T * gh * gw closest to k."""
+def pool_to_grid(visual: jnp.ndarray, gh: int, gw: int) -> jnp.ndarray:
+  """[B, T, P, d] -> [B, T * gh * gw, d]: each frame's square token grid average-pooled to gh x gw."""
   b, t, p, d = visual.shape
   side = math.isqrt(p)
   if side * side != p:
     raise ValueError(f"uniform pooling needs a square token grid per frame; got {p} tokens.")
-  gh, gw = pool_grid(t, side, k)
   grid = visual.reshape(b, t, side, side, d)
   out = jnp.einsum("oh,bthwd,pw->btopd", jnp.asarray(area_matrix(side, gh)), grid,
                    jnp.asarray(area_matrix(side, gw)))
   return out.reshape(b, t * gh * gw, d)
+
+
+def uniform_pool(visual: jnp.ndarray, k: int) -> jnp.ndarray:
+  """[B, T, P, d] -> pooled tokens [B, T * gh * gw, d] with T * gh * gw closest to k."""
+  _, t, p, _ = visual.shape
+  return pool_to_grid(visual, *pool_grid(t, math.isqrt(p), k))
 
 
 @register_compressor("uniform_pool")

@@ -154,7 +154,7 @@ def test_replay_rebuilds_a_recorded_chain_of_builds(tmp_path, monkeypatch):
   def fake_build(out_dir, settings, progress=True):
     calls.append((out_dir, settings))
     done = {"world_version": world_text.WORLD_VERSION, "settings": dataclasses.asdict(settings)}
-    os.makedirs(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, base_model.BUILD_INFO), "w") as f:
       json.dump(done, f)
     return done
@@ -167,9 +167,16 @@ def test_replay_rebuilds_a_recorded_chain_of_builds(tmp_path, monkeypatch):
   shutil.rmtree(out)  # as if the last link had been interrupted: the first one is not rebuilt
   base_model.replay_build(out, info, progress=False)
   assert [c[0] for c in calls] == [out]
+  calls.clear()
+  shutil.rmtree(out + ".link0")  # a rebuilt link: every later one continues it, so it is rebuilt too
+  base_model.replay_build(out, info, progress=False)
+  assert [c[0] for c in calls] == [out + ".link0", out]
   bad = dict(info, settings=dict(info["settings"], finder_layer=2))
   with pytest.raises(ValueError, match="finder_layer"):
     base_model.recipe(bad)
+  older = {k: v for k, v in info["settings"].items() if k != "tie_words"}  # a field the recorded build lacked
+  with pytest.raises(ValueError, match="missing: \\['tie_words'\\]"):
+    base_model.recipe(dict(info, settings=older))
 
 
 def test_first_use_build_replays_the_shipped_recipe(tmp_path, monkeypatch):

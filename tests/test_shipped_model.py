@@ -21,7 +21,8 @@ def shipped():
 def test_shipped_model_matches_the_current_world(shipped):
   assert shipped["world_version"] == world_text.WORLD_VERSION, (
       "The generator or the base-model recipe changed since the shipped model was built; rebuild it with "
-      "`python -m score_jax.embedded.base_model --out=score_jax/embedded/assets/embedded_llava`.")
+      "`python -m score_jax.embedded.base_model --replay=score_jax/embedded/assets/embedded_llava --out=/tmp/e` "
+      "and copy /tmp/e over it.")
   assert base_model.ensure_base_model() == base_model.SHIPPED_DIR
 
 

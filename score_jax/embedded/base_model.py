@@ -1,6 +1,6 @@
 """Builds the embedded default video LLM: the tiny LLaVA-OneVision model trained on the generated world.
 
-    python -m score_jax.embedded.base_model --out=~/.cache/score_jax/embedded_llava
+    python -m score_jax.embedded.base_model --replay=score_jax/embedded/assets/embedded_llava --out=/tmp/embedded
 
 Supervised training of every parameter (vision tower, projector, decoder) on a mix of generated videos
 and static pseudo-videos, answer word or letter at the answer position, each sample seen through one
@@ -11,9 +11,7 @@ tokenizer) and from then on read through the same loading code as a downloaded c
 `build_info.json` records the world version, the settings and the held-out accuracy (and, for a
 build that continued an earlier one, that one's record under "continued_from"); a folder whose
 world version differs from the current generator is rebuilt, by default with the shipped copy's
-recipe (`--replay`):
-
-    python -m score_jax.embedded.base_model --replay=score_jax/embedded/assets/embedded_llava --out=/tmp/embedded
+recipe (`--replay`, above: every build of the chain it records, from scratch).
 
 A build writes only into a folder that is new, empty, or an earlier build (has `build_info.json`);
 any other folder (a downloaded checkpoint, say) is refused with `BuildFolderError`. The folder is
@@ -66,12 +64,13 @@ class BaseModelSettings:
   weight_decay: float = 0.01
   pseudo_fraction: float = 0.25
   open_fraction: float = 0.5      # open-ended prompts (target: the answer word); see sft_batches.py
-  subset_fraction: float = 0.35   # samples that see a uniformly random token subset (sft_batches.view_masks)
+  subset_fraction: float = 0.35   # samples that see a uniformly random token subset (sft_batches.view_masks;
+                                  # this and frame_fraction are shares of the rows object_fraction leaves)
   subset_min_rate: float = 0.05
   frame_fraction: float = 0.15    # samples that see every 2nd or 4th frame only
   object_fraction: float = 0.0    # samples that see a random subset of whole objects (sft_batches.object_masks)
   pooled_fraction: float = 0.15   # steps whose whole batch sees pooled grids (POOLED_GRIDS)
-  lossy_fraction: float = 0.25    # videos sent through H.264 (data/lossy_video.py's default ranges)
+  lossy_fraction: float = 0.25    # videos sent through H.264 (world/lossy_video.py's default ranges)
   grounding_fraction: float = 0.25  # rows that point at a named random object (sft_batches.grounding_rows)
   tie_words: bool = False         # dense colour/shape heads score against the decoder's own word vectors
                                   # (`word_tied_logits`): input embeddings at the vision side, the LM
@@ -104,7 +103,9 @@ def object_rate(step: int, s: BaseModelSettings) -> float:
   """Scene complexity at `step` (`WorldConfig.object_rate`): 0 (no distractors) for the first
   `hold_fraction` of the steps, then rising linearly to 1 (the full world) over `ramp_fraction`."""
   hold, ramp = s.hold_fraction * s.steps, s.ramp_fraction * s.steps
-  return float(min(1.0, max(0.0, (step - hold) / max(ramp, 1.0))))
+  if step >= hold + ramp:
+    return 1.0
+  return float(max(0.0, (step - hold) / max(ramp, 1.0)))
 
 
 def distractor_cap(step: int, s: BaseModelSettings) -> int:
@@ -319,13 +320,19 @@ def pretrain_vision(module, aux_module, params, stream, settings, progress: bool
   step = make_step(lambda p, b: _vision_loss(module, aux_module, p, b, word_ids), tx)
   bar = tqdm.trange(settings.vision_steps, desc="embedded vision side", disable=not progress)
   for i in bar:
-    samples = [next(stream) for _ in range(settings.batch_size)]
+    samples = [without_target(next(stream)) for _ in range(settings.batch_size)]
     batch = {"frames": normalize_frames(np.stack([s["frames"] for s in samples])),
              "cells": np.stack([s["cells"] for s in samples]).astype(np.int32)}
     params, opt_state, loss, _ = step(params, opt_state, batch)
     if i % 20 == 0:
       bar.set_postfix(loss=f"{float(loss):.3f}")
   return params
+
+
+def without_target(sample: dict) -> dict:
+  """`sample` without the generator's `relevant` mask (the question's target): no training step of the
+  embedded model can read it."""
+  return {k: v for k, v in sample.items() if k != "relevant"}
 
 
 def training_samples(rng: np.random.Generator, settings: BaseModelSettings, cfg: world.WorldConfig,
@@ -335,6 +342,7 @@ def training_samples(rng: np.random.Generator, settings: BaseModelSettings, cfg:
   out = []
   for _ in range(settings.batch_size):
     s = world_text.sample("pseudo" if rng.random() < settings.pseudo_fraction else "video", rng, cfg)
+    s = without_target(s)
     if (enc := lossy.draw(rng)) is not None:
       s = dict(s, frames=h264_round_trip(s["frames"], *enc))
     out.append(s)
@@ -411,6 +419,9 @@ def build_base_model(out_dir: str, settings: BaseModelSettings = BaseModelSettin
   return info
 
 
+ADDED_SINCE = {"object_fraction": 0.0}  # settings newer than some recorded builds: the value they built with
+
+
 def recipe(info: dict) -> list[BaseModelSettings]:
   """The settings of a build and of every build it continued from (build_info.json's chain of
   "continued_from"), oldest first; each `init_from` as recorded."""
@@ -421,9 +432,11 @@ def recipe(info: dict) -> list[BaseModelSettings]:
   known = {f.name for f in dataclasses.fields(BaseModelSettings)}
   chain = []
   for s in reversed(links):
-    if unknown := sorted(set(s) - known):
-      raise ValueError(f"The recorded build settings name fields this version does not have ({', '.join(unknown)}): "
-                       "replay them with the version of score_jax that made the build.")
+    s = {**ADDED_SINCE, **s}
+    unknown, missing = sorted(set(s) - known), sorted(known - set(s))
+    if unknown or missing:
+      raise ValueError(f"The recorded build settings do not match this version's (unknown: {unknown}, missing: "
+                       f"{missing}): replay them with the version of score_jax that made the build.")
     chain.append(BaseModelSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}))
   return chain
 
@@ -431,13 +444,14 @@ def recipe(info: dict) -> list[BaseModelSettings]:
 def replay_build(out_dir: str, info: dict, progress: bool = True) -> dict:
   """Rebuilds a recorded build (e.g. the shipped model's build_info.json) from scratch: each link of
   `recipe(info)` in turn, each continuing the previous one. Links before the last are kept as
-  `<out_dir>.link<i>`; a link already built with the same settings is reused (a rerun resumes)."""
+  `<out_dir>.link<i>`; a link already built with the same settings is reused (a rerun resumes) until
+  one is rebuilt, after which every later link is rebuilt too."""
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  chain, previous, result = recipe(info), "", {}
+  chain, previous, result, rebuilt = recipe(info), "", {}, False
   for i, settings in enumerate(chain):
     settings = dataclasses.replace(settings, init_from=previous)
     target = out_dir if i == len(chain) - 1 else f"{out_dir}.link{i}"
-    done = read_build_info(target)
+    done = None if rebuilt else read_build_info(target)
     if done is not None and is_current(target) and done.get("settings") == json.loads(
         json.dumps(dataclasses.asdict(settings))):
       logging.info("Replay: link %d of %d already built in %s.", i + 1, len(chain), target)
@@ -445,6 +459,7 @@ def replay_build(out_dir: str, info: dict, progress: bool = True) -> dict:
     else:
       logging.info("Replay: building link %d of %d into %s.", i + 1, len(chain), target)
       result = build_base_model(target, settings, progress)
+      rebuilt = True  # every later link continues this new one: rebuild them too
     previous = target
   return result
 

@@ -12,8 +12,9 @@ tiny model learnable and usable under compression:
   fraction of the samples see a uniformly random subset of their tokens (rate drawn per sample,
   blind to the question: the answer's tokens may be gone), another fraction only every 2nd or 4th
   frame, another a random subset of the scene's objects (`object_masks`: each colour-shape pair kept
-  whole or dropped whole, every object alike, plus a little background), so that the model also
-  answers from a few objects without the rest of the scene. Whole batches of 2x2- or 1x2-pooled grids (`base_model.POOLED_GRIDS`) and H.264-encoded
+  or dropped in every frame, every object alike, plus a little background; these rows replace
+  `object_fraction` of all rows), so that the model also answers from a few objects without the rest
+  of the scene. Whole batches of 2x2- or 1x2-pooled grids (`base_model.POOLED_GRIDS`) and H.264-encoded
   clips (`base_model`) are the other views.
 - Grounding rows (`grounding_fraction`): the question is replaced by a referring expression of a
   random object of the scene (any object, drawn from `cells`): "<colour> <shape>", "<shape>" or
@@ -59,9 +60,10 @@ def view_masks(rng: np.random.Generator, batch: int, frames: int, tokens_per_fra
 
 
 def object_masks(rng: np.random.Generator, cells: np.ndarray, background_max: float = 0.1) -> np.ndarray:
-  """bool [B, T * P]: per row, each object (a colour-shape pair of `cells` int [B, T, P, 2]) kept in every
-  frame or dropped, at a keep rate drawn uniformly from [0, 1] per row; background tokens at a rate drawn
-  from [0, background_max]. Blind to the question: any object may be the one kept or dropped."""
+  """bool [B, T * P]: per row, each colour-shape pair of `cells` int [B, T, P, 2] kept in every frame or
+  dropped, at a keep rate drawn uniformly from [0, 1] per row (an object that changes colour is two
+  pairs, its two halves drawn apart; two objects of one pair share their fate); background tokens at a
+  rate drawn from [0, background_max]. Blind to the question: any object may be kept or dropped."""
   b = cells.shape[0]
   flat = cells.reshape(b, -1, 2).astype(np.int64)
   is_object = flat[..., 0] >= 0
@@ -135,7 +137,8 @@ def sft_batch(samples: Sequence[dict], prompts: PromptEncoder, suffix_len: int, 
   option_target = np.where(np.arange(n_opt)[None] == answer[:, None], yes, no).astype(np.int32)
   if foreground is None:
     keep = view_masks(rng, b, frames.shape[1], tokens_per_frame, subset_fraction, frame_fraction, subset_min_rate)
-    keep = np.where((rng.random(b) < object_fraction)[:, None], object_masks(rng, cells), keep)
+    if object_fraction > 0:  # (no draws otherwise: builds without this view keep their random stream)
+      keep = np.where((rng.random(b) < object_fraction)[:, None], object_masks(rng, cells), keep)
   else:
     keep = foreground_masks(rng, cells, foreground)
   return {"frames": normalize_frames(frames), "prefix": prefix,

@@ -23,8 +23,9 @@ _SOURCES = ("world/generator.py", "world/scene.py", "world/clutter.py", "world/p
 
 
 def _world_version() -> str:
-  """Hash of the generator's and the base model recipe's sources: a model trained on another version
-  of the world (or with another recipe) is rebuilt rather than used."""
+  """Hash of the generator's sources and of the batch code the base model trains on (`_SOURCES`; the
+  training loop itself, `base_model.py`, is not in it): a model trained on another version of the
+  world is rebuilt rather than used."""
   h = hashlib.sha256()
   for name in _SOURCES:
     with open(os.path.join(_PACKAGE, name), "rb") as f:

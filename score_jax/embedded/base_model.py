@@ -38,7 +38,7 @@ import tqdm
 
 from score_jax.compress.baselines.uniform_pool import pool_to_grid
 from score_jax.world import generator as world
-from score_jax.world.lossy_video import LossySettings, h264_round_trip
+from score_jax.world.lossy_video import LossySettings
 from score_jax.embedded import world_text
 from score_jax.embedded.sft_batches import sft_batch
 from score_jax.embedded.model_config import embedded_config
@@ -343,9 +343,7 @@ def training_samples(rng: np.random.Generator, settings: BaseModelSettings, cfg:
   for _ in range(settings.batch_size):
     s = world_text.sample("pseudo" if rng.random() < settings.pseudo_fraction else "video", rng, cfg)
     s = without_target(s)
-    if (enc := lossy.draw(rng)) is not None:
-      s = dict(s, frames=h264_round_trip(s["frames"], *enc))
-    out.append(s)
+    out.append(dict(s, frames=lossy.apply(s["frames"], rng)))
   return out
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from score_jax.world import generator as world, pseudo_video
-from score_jax.world.lossy_video import LossySettings, h264_round_trip
+from score_jax.world.lossy_video import LossySettings
 from score_jax.embedded.batches import encode_samples
 from score_jax.models.prompt import PromptEncoder
 from score_jax.models.word_tokenizer import build_word_tokenizer
@@ -83,8 +83,7 @@ def heldout_batches(kind: str, n: int, batch_size: int, text: WorldText, cfg: wo
   samples = [sample(kind, rng, cfg) for _ in range(n)]
   if lossy is not None:
     codec_rng = np.random.default_rng([0xBA5E, 12345, 4])
-    samples = [dict(s, frames=h264_round_trip(s["frames"], *enc)) if (enc := lossy.draw(codec_rng)) else s
-               for s in samples]
+    samples = [dict(s, frames=lossy.apply(s["frames"], codec_rng)) for s in samples]
   batches = []
   for i in range(0, n, batch_size):
     b = encode_samples(samples[i:i + batch_size], text.prompts, text.suffix_len)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from score_jax.world.generator import WorldConfig, generate_video_sample
-from score_jax.world.lossy_video import LossySettings, h264_round_trip
+from score_jax.world.lossy_video import LossySettings
 from score_jax.world.pseudo_video import generate_pseudo_video_sample
 
 SPLITS: dict[str, int] = {"train": 0, "heldout": 1}
@@ -68,9 +68,8 @@ class WorldSource:
       s = generate_pseudo_video_sample(self.cfg, rng, self.pseudo_video_mode)
     frames = s["frames"]
     if self.lossy is not None:  # its own RNG stream: the same scene, question and answer as the clean item
-      drawn = self.lossy.draw(np.random.default_rng([self.cfg.seed, SPLITS[self.split], KINDS[self.kind],
-                                                     world_index, 1]))
-      frames = frames if drawn is None else h264_round_trip(frames, *drawn)
+      frames = self.lossy.apply(frames, np.random.default_rng([self.cfg.seed, SPLITS[self.split],
+                                                               KINDS[self.kind], world_index, 1]))
     return dict(frames=frames, question=_fixed(s["question"], QUESTION_WIDTH),
                 options=_fixed(s["options"], OPTION_WIDTH), answer=np.int32(s["answer"]),
                 question_type=_fixed(s["question_type"], TYPE_WIDTH), relevant=s["relevant"],

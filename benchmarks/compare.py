@@ -5,7 +5,8 @@ next to each method's selection latency (ms per video: the compressor alone, com
         --checkpoint=score=workdirs/curriculum --checkpoint=score_adaptive=workdirs/curriculum_adaptive \\
         --checkpoint=cacovid=workdirs/cacovid --out=workdirs/compare
 
-`--checkpoint` as `score_jax.eval` ([name=]workdir); `--methods` defaults to every registered baseline
+`--checkpoint` as `score_jax.eval` ([name=]workdir; `--inference=cacovid_eval.imp=1.0` replaces an
+inference setting of the trained policies that have it); `--methods` defaults to every registered baseline
 (selectors and compressors, `score_jax.compress.baselines.method_names()`); `--ratios` to 1,0.25,0.15,0.1;
 the held-out sets are the config's (`--sets` picks some). Latency is `evaluate_methods`' median seconds
 per batch of the compiled call divided by the batch size (`config.eval.batch_size`); an adaptive policy's
@@ -13,6 +14,7 @@ row gives its accuracy at its own mean retention. Writes `compare.md` and the us
 """
 from __future__ import annotations
 
+import ast
 import os
 
 from absl import app, flags
@@ -31,6 +33,22 @@ _RATIOS = flags.DEFINE_list("ratios", ["1", "0.25", "0.15", "0.1"], "retention r
 _SAMPLES = flags.DEFINE_integer("samples", None, "held-out samples per set (default: config.eval.samples)")
 _SETS = flags.DEFINE_list("sets", None, "held-out sets of the generated world (default: config.eval.sets)")
 _OUT = flags.DEFINE_string("out", None, "output folder (default: <config.workdir>/../compare)")
+_INFERENCE = flags.DEFINE_multi_string("inference", [], "KEY=VALUE: an inference setting of the trained policies "
+                                       "(score_jax.eval.INFERENCE_KEYS), e.g. cacovid_eval.imp=1.0")
+
+
+def parse_inference(args: list[str]) -> dict:
+  """["cacovid_eval.imp=1.0"] -> {"cacovid_eval.imp": 1.0}; a key outside INFERENCE_KEYS is an error."""
+  out = {}
+  for arg in args:
+    key, sep, value = arg.partition("=")
+    if not sep or not eval_lib.inference_overrides({key: None}):
+      raise app.UsageError(f"--inference={arg}: expected KEY=VALUE with KEY under {eval_lib.INFERENCE_KEYS}.")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
 
 
 def latency_ms_per_video(results: dict, method: str, batch_size: int) -> float | None:
@@ -72,6 +90,7 @@ def main(argv):
     config.eval.sets = tuple(_SETS.value)
   source = config_checks.check_eval_config(config, with_lists=False)
   ratios = config_checks.check_ratios(_RATIOS.value, "--ratios")
+  inference = parse_inference(_INFERENCE.value)
   baselines = config_checks.check_eval_methods(_METHODS.value or [m for m in method_names()
                                                                    if source == "world" or m != "oracle"],
                                                source, "--methods")
@@ -83,7 +102,7 @@ def main(argv):
   policies = {}
   for arg in _CHECKPOINTS.value:
     name, path = eval_lib.split_checkpoint_arg(arg)
-    run_config, select = eval_lib.load_policy(path, llm)
+    run_config, select = eval_lib.load_policy(path, llm, inference)
     policies[name or run_config.method] = select
   results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)
   table = format_compare(results, ratios, list(policies) + list(baselines),

@@ -14,7 +14,6 @@ row gives its accuracy at its own mean retention. Writes `compare.md` and the us
 """
 from __future__ import annotations
 
-import ast
 import os
 
 from absl import app, flags
@@ -33,22 +32,9 @@ _RATIOS = flags.DEFINE_list("ratios", ["1", "0.25", "0.15", "0.1"], "retention r
 _SAMPLES = flags.DEFINE_integer("samples", None, "held-out samples per set (default: config.eval.samples)")
 _SETS = flags.DEFINE_list("sets", None, "held-out sets of the generated world (default: config.eval.sets)")
 _OUT = flags.DEFINE_string("out", None, "output folder (default: <config.workdir>/../compare)")
-_INFERENCE = flags.DEFINE_multi_string("inference", [], "KEY=VALUE: an inference setting of the trained policies "
-                                       "(score_jax.eval.INFERENCE_KEYS), e.g. cacovid_eval.imp=1.0")
+_INFERENCE = flags.DEFINE_multi_string("inference", [], "KEY=VALUE: an inference setting for the trained policies "
+                                       "that have it (score_jax.eval.INFERENCE_KEYS), e.g. cacovid_eval.imp=1.0")
 
-
-def parse_inference(args: list[str]) -> dict:
-  """["cacovid_eval.imp=1.0"] -> {"cacovid_eval.imp": 1.0}; a key outside INFERENCE_KEYS is an error."""
-  out = {}
-  for arg in args:
-    key, sep, value = arg.partition("=")
-    if not sep or not eval_lib.inference_overrides({key: None}):
-      raise app.UsageError(f"--inference={arg}: expected KEY=VALUE with KEY under {eval_lib.INFERENCE_KEYS}.")
-    try:
-      out[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key] = value
-  return out
 
 
 def latency_ms_per_video(results: dict, method: str, batch_size: int) -> float | None:
@@ -90,19 +76,26 @@ def main(argv):
     config.eval.sets = tuple(_SETS.value)
   source = config_checks.check_eval_config(config, with_lists=False)
   ratios = config_checks.check_ratios(_RATIOS.value, "--ratios")
-  inference = parse_inference(_INFERENCE.value)
+  try:
+    inference = eval_lib.parse_inference(_INFERENCE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   baselines = config_checks.check_eval_methods(_METHODS.value or [m for m in method_names()
                                                                    if source == "world" or m != "oracle"],
                                                source, "--methods")
-  for arg in _CHECKPOINTS.value:
-    eval_lib.resolve_checkpoint(eval_lib.split_checkpoint_arg(arg)[1])
+  run_configs = [eval_lib.run_ledger.effective_config(
+      eval_lib.resolve_checkpoint(eval_lib.split_checkpoint_arg(arg)[1])[0]) for arg in _CHECKPOINTS.value]
+  unused = eval_lib.unused_inference_keys(inference, run_configs)
+  if unused:
+    raise app.UsageError(f"--inference {unused}: none of the trained policies given has this setting.")
   out = _OUT.value or os.path.join(os.path.dirname(config.workdir.rstrip("/")) or ".", "compare")
   eval_lib.check_out(out)
   llm = load_frozen_llm(config.model, shd.make_mesh(tuple(config.model.mesh)))
   policies = {}
-  for arg in _CHECKPOINTS.value:
+  for arg, own in zip(_CHECKPOINTS.value, run_configs):
     name, path = eval_lib.split_checkpoint_arg(arg)
-    run_config, select = eval_lib.load_policy(path, llm, inference)
+    mine = {k: v for k, v in inference.items() if not eval_lib.unused_inference_keys({k: v}, [own])}
+    run_config, select = eval_lib.load_policy(path, llm, mine)
     policies[name or run_config.method] = select
   results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)
   table = format_compare(results, ratios, list(policies) + list(baselines),

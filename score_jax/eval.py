@@ -92,6 +92,34 @@ def inference_overrides(overrides: dict) -> dict:
   return {k: v for k, v in overrides.items() if any(k.startswith(p) for p in INFERENCE_KEYS)}
 
 
+def parse_inference(args: list[str]) -> dict:
+  """["cacovid_eval.imp=1.0"] -> {"cacovid_eval.imp": 1.0} (`benchmarks/compare.py --inference`); a key
+  outside `INFERENCE_KEYS` or an argument without "=" is an error."""
+  import ast
+  out = {}
+  for arg in args:
+    key, sep, value = arg.partition("=")
+    if not sep or not inference_overrides({key: None}):
+      raise ValueError(f"--inference={arg}: expected KEY=VALUE with KEY under {INFERENCE_KEYS}.")
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:
+  """Keys of `inference` that none of the trained policies' own configs has (a typo, or no such policy)."""
+  def has(config, key):
+    node = config
+    for part in key.split("."):
+      if part not in node:
+        return False
+      node = node[part]
+    return True
+  return [k for k in inference if not any(has(c, k) for c in run_configs)]
+
+
 def load_policy(path: str, llm, overrides: dict | None = None):
   """(run config, select function) of a trained policy from a training workdir; `overrides` ({"a.b":
   value}, `INFERENCE_KEYS` only) replace the workdir's inference settings."""

@@ -2,13 +2,15 @@
 
     frames = h264_round_trip(frames, crf=28, size=96)
 
-PyAV (libx264, yuv420p, single-threaded, x264's plain C code paths: reproducible) encodes the clip in memory at
-constant quality `crf` and, optionally, at another frame size (`size` x `size`); the decoded frames
-are resized back to the input size (bicubic, as video preprocessors do). x264's SIMD code (AVX-512 here)
-gave, for ~1 clip in 100 at 48 or 96 pixels, output that depended on what the process had encoded
-before; "asm=0" is as fast on these small clips and gives the same pixels on every run and machine. Static regions are then no
-longer bit-identical from frame to frame, chroma is subsampled, and edges ring: the inter-frame
-residuals a policy reads carry codec noise, as they do on real videos.
+PyAV (libx264, yuv420p, single-threaded) encodes the clip in memory at constant quality `crf` and,
+optionally, at another frame size (`size` x `size`); the decoded frames are resized back to the input
+size (bicubic, as video preprocessors do). Static regions are then no longer bit-identical from frame
+to frame, chroma is subsampled, and edges ring: the inter-frame residuals a policy reads carry codec
+noise, as they do on real videos.
+
+x264 runs its plain C code ("asm=0"): its SIMD code (AVX-512 here) gave, for ~1 clip in 100 at 48 or
+96 pixels, output that depended on what the process had encoded before. The C paths are as fast on
+these small clips and give the same pixels on every run and thread count.
 """
 from __future__ import annotations
 

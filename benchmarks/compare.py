@@ -19,7 +19,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_jax import config_checks, evaluation, train as train_lib
+from score_jax import config_checks, evaluation, run_ledger, train as train_lib
 from score_jax import eval as eval_lib
 from score_jax.compress.baselines import method_names
 from score_jax.frozen_llm import load_frozen_llm
@@ -34,7 +34,6 @@ _SETS = flags.DEFINE_list("sets", None, "held-out sets of the generated world (d
 _OUT = flags.DEFINE_string("out", None, "output folder (default: <config.workdir>/../compare)")
 _INFERENCE = flags.DEFINE_multi_string("inference", [], "KEY=VALUE: an inference setting for the trained policies "
                                        "that have it (score_jax.eval.INFERENCE_KEYS), e.g. cacovid_eval.imp=1.0")
-
 
 
 def latency_ms_per_video(results: dict, method: str, batch_size: int) -> float | None:
@@ -83,7 +82,7 @@ def main(argv):
   baselines = config_checks.check_eval_methods(_METHODS.value or [m for m in method_names()
                                                                    if source == "world" or m != "oracle"],
                                                source, "--methods")
-  run_configs = [eval_lib.run_ledger.effective_config(
+  run_configs = [run_ledger.effective_config(
       eval_lib.resolve_checkpoint(eval_lib.split_checkpoint_arg(arg)[1])[0]) for arg in _CHECKPOINTS.value]
   unused = eval_lib.unused_inference_keys(inference, run_configs)
   if unused:
@@ -94,7 +93,7 @@ def main(argv):
   policies = {}
   for arg, own in zip(_CHECKPOINTS.value, run_configs):
     name, path = eval_lib.split_checkpoint_arg(arg)
-    mine = {k: v for k, v in inference.items() if not eval_lib.unused_inference_keys({k: v}, [own])}
+    mine = {k: v for k, v in inference.items() if eval_lib.has_setting(own, k)}
     run_config, select = eval_lib.load_policy(path, llm, mine)
     policies[name or run_config.method] = select
   results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)

@@ -21,6 +21,7 @@ ids to a new JSONL file and exits, reading only the checkpoint's config and toke
 """
 from __future__ import annotations
 
+import ast
 import functools
 import os
 import sys
@@ -95,7 +96,6 @@ def inference_overrides(overrides: dict) -> dict:
 def parse_inference(args: list[str]) -> dict:
   """["cacovid_eval.imp=1.0"] -> {"cacovid_eval.imp": 1.0} (`benchmarks/compare.py --inference`); a key
   outside `INFERENCE_KEYS` or an argument without "=" is an error."""
-  import ast
   out = {}
   for arg in args:
     key, sep, value = arg.partition("=")
@@ -108,16 +108,19 @@ def parse_inference(args: list[str]) -> dict:
   return out
 
 
+def has_setting(config, key: str) -> bool:
+  """Whether `config` has the dotted `key` ("cacovid_eval.imp")."""
+  node = config
+  for part in key.split("."):
+    if part not in node:
+      return False
+    node = node[part]
+  return True
+
+
 def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:
   """Keys of `inference` that none of the trained policies' own configs has (a typo, or no such policy)."""
-  def has(config, key):
-    node = config
-    for part in key.split("."):
-      if part not in node:
-        return False
-      node = node[part]
-    return True
-  return [k for k in inference if not any(has(c, k) for c in run_configs)]
+  return [k for k in inference if not any(has_setting(c, k) for c in run_configs)]
 
 
 def load_policy(path: str, llm, overrides: dict | None = None):

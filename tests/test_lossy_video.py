@@ -37,7 +37,7 @@ def test_round_trip_does_not_depend_on_what_was_encoded_before_or_alongside():
   clips = [rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8) for _ in range(64)]
   encode = lambda i: h264_round_trip(clips[i], crf=20 + i % 10, size=(48, 64, 96)[i % 3])
   first = [encode(i) for i in range(64)]
-  for attempt in range(2):
+  for _ in range(2):
     order = rng.permutation(64)
     again = dict(zip(order, map(encode, order)))
     with ThreadPoolExecutor(8) as ex:

@@ -76,7 +76,8 @@ def render(background: np.ndarray, objects: list[SceneObject], frames: int,
   """(uint8 [T, H, W, 3] frames, bool [T, H, W] footprint of the objects indexed by `relevant`).
 
   Objects are drawn in list order (later on top) with a dark 1-px outline (part of the footprint);
-  still objects are painted once into the shared background.
+  still objects are painted once into the shared background. A relevant object's footprint is marked
+  in the frames where it is absent too: the empty place where an object will appear is evidence.
   """
   h, w = background.shape[:2]
   still = [_is_still(o) for o in objects]
@@ -95,11 +96,13 @@ def render(background: np.ndarray, objects: list[SceneObject], frames: int,
 
 def _paint(image: np.ndarray, mask: np.ndarray | None, obj: SceneObject, t: int) -> None:
   """Draw `obj` as at frame t into image [H, W, 3]; mark its footprint in mask [..., H, W] if given."""
-  if obj.colors[t] is None:
-    return
   footprint, fill = object_masks(obj.shape, obj.size)
   y, x = int(obj.pos[t, 0]), int(obj.pos[t, 1])
   box = (slice(y, y + obj.size), slice(x, x + obj.size))
+  if obj.colors[t] is None:
+    if mask is not None:
+      mask[..., box[0], box[1]] |= footprint
+    return
   patch = image[box]
   patch[footprint] = OUTLINE_RGB
   patch[fill] = COLORS[obj.colors[t]]

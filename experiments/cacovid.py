@@ -26,6 +26,7 @@ def get_config():
   c.policy.hidden = 64
   c.policy.num_layers = 1
   c.policy.num_heads = 4
+  c.policy.use_residual = False      # True: + SCORE's inter-frame residual in the policy's input (not the authors')
 
   c.cacovid = ml_collections.ConfigDict()
   c.cacovid.base_ratio = 0.125       # 2 of 16 tokens per frame
@@ -44,6 +45,7 @@ def get_config():
   c.cacovid.ppo_epochs = 1
   c.cacovid.position_mode = "original"
   c.cacovid.logprob = "per_token"    # PPO ratio: the authors' per-token keep/drop, or "ocss_exact" (per rollout)
+  c.cacovid.task_reward = "correct"  # rollout reward: the authors' 0/1, or SCORE's "correct+margin" / "margin"
 
   c.cacovid_eval = ml_collections.ConfigDict()
   # Share of the budget given by the per-frame scores; the rest is uniform (the authors: 0.5). 1.0 on the

@@ -72,3 +72,26 @@ def test_full_width_variant_and_errors():
     policy.init(jax.random.key(1), visual, question[..., :8], mask)  # question width != d
   with pytest.raises(ValueError):
     CaCoVIDPolicy(hidden=30, num_heads=4).init(jax.random.key(1), visual, question, mask)
+
+
+def test_residual_input_is_an_added_projection_of_the_inter_frame_residual():
+  # use_residual adds Dense(LN(x[t] - x[t-1])) to each visual token's input: with that projection zeroed the
+  # policy is the authors' (same other parameters); with it, scores move where tokens changed between frames
+  visual, question, mask = _inputs()
+  plain = CaCoVIDPolicy(hidden=32, num_heads=4)
+  policy = CaCoVIDPolicy(hidden=32, num_heads=4, use_residual=True)
+  params = numpy_params(policy, visual, question, mask)
+  assert set(params) - set(numpy_params(plain, visual, question, mask)) == {"residual_proj", "ln_residual"}
+  base = {k: v for k, v in params.items() if k not in ("residual_proj", "ln_residual")}
+  zeroed = dict(params, residual_proj=jax.tree_util.tree_map(jnp.zeros_like, params["residual_proj"]))
+  want = plain.apply({"params": base}, visual, question, mask).token
+  np.testing.assert_allclose(policy.apply({"params": zeroed}, visual, question, mask).token, want, atol=1e-5)
+  assert not np.allclose(policy.apply({"params": params}, visual, question, mask).token, want, atol=1e-3)
+  # a still video has a zero residual everywhere: without biases the added term vanishes
+  still = jnp.broadcast_to(visual[:, :1], visual.shape)
+  no_bias = dict(params, residual_proj=dict(params["residual_proj"], bias=jnp.zeros(32)),
+                 ln_residual=dict(params["ln_residual"], bias=jnp.zeros(visual.shape[-1])))
+  np.testing.assert_allclose(policy.apply({"params": no_bias}, still, question, mask).token,
+                             plain.apply({"params": base}, still, question, mask).token, atol=1e-5)
+  with pytest.raises(ValueError, match="hidden"):
+    CaCoVIDPolicy(hidden=None, num_heads=2, use_residual=True).init(jax.random.key(1), visual, question, mask)

@@ -33,6 +33,8 @@ def test_settings_validation():
     CaCoVIDSettings(token_rollouts=1)
   with pytest.raises(ValueError):
     CaCoVIDSettings(base_ratio=0.0)
+  with pytest.raises(ValueError, match="task_reward"):
+    CaCoVIDSettings(task_reward="accuracy")
   np.testing.assert_allclose(CaCoVIDSettings().ladder, [0.01, 0.02, 0.04, 0.08, 0.12])
 
 
@@ -166,3 +168,22 @@ def test_padded_rollouts_answer_like_unpadded_ones():
   alone = rollout(visual[1:], MaskSample(idx, idx, s.mask[1:], jnp.ones(idx.shape, bool)),
                   {k: v[1:] for k, v in batch.items()})
   np.testing.assert_allclose(np.asarray(padded[1]), np.asarray(alone[0]), atol=1e-4)
+
+
+def test_dense_task_reward_is_remembered_and_correctness_reported_apart():
+  # task_reward="correct+margin": the memory holds correct + 0.5 tanh(margin) (> 1 right, <= 0 wrong), while
+  # the per-sample correctness the host moves the rates by stays the 0/1 mean
+  module, llm_params, batch = _tiny()
+  policy = CaCoVIDPolicy(hidden=16, num_heads=2)
+  params = numpy_params(policy.init, batch["visual"], jnp.zeros((B, 5, 32)), jnp.ones((B, 5), bool), seed=1)
+  tx = optax.adamw(1e-2)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  settings = CaCoVIDSettings(base_ratio=0.125, token_rollouts=6, frame_rollouts=2, visits=1,
+                             task_reward="correct+margin")
+  step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))
+  _, memory, metrics = step(state, batch, init_cacovid_memory(settings, B, T, P), jax.random.key(0), llm_params,
+                            ratio=0.125)
+  r = np.asarray(memory.token_rewards)
+  assert np.all((r > 1.0) | (r <= 0.0)) and len(np.unique(r)) > 2, r
+  np.testing.assert_allclose(metrics["token_correct_by_sample"], (r > 0.5).mean(-1))
+  assert float(metrics["reward_token"]) == pytest.approx(float((r > 0.5).mean()))

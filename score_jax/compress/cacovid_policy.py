@@ -12,6 +12,9 @@ at T*P + j (the question follows the video in the prompt). CaCoVID uses the LLM 
 projection); `hidden=None` does the same. The layers are Qwen2's (same parameter tree as
 `Qwen2DecoderLayer`) with memory-efficient attention: query blocks recomputed in the backward pass
 (`blocked_attention`), so no [B, heads, T*P + L, T*P + L] score tensor is ever whole.
+`use_residual` (not the authors'; off by default) adds SCORE's inter-frame residual of each visual token,
+layer-normed and projected, to its input: the ablation that asks whether the state or the objective is what
+separates the two methods.
 Reference: "CaCoVID: contribution-aware token compression for video LLMs" (arXiv 2602.01649).
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from score_jax.compress.blocked_attention import DEFAULT_BLOCK, blocked_attention
+from score_jax.compress.surprise import temporal_residual
 from score_jax.models.configs import Qwen2Config
 from score_jax.models.qwen2 import Qwen2MLP, RMSNorm
 from score_jax.models.rope import apply_rope, rope_cos_sin
@@ -89,6 +93,7 @@ class CaCoVIDPolicy(nn.Module):
   halvings: int = 4
   rope_theta: float = 1_000_000.0
   rms_norm_eps: float = 1e-6
+  use_residual: bool = False
 
   def layer_config(self, width: int) -> Qwen2Config:
     if width % self.num_heads or (width // self.num_heads) % 2:
@@ -108,6 +113,8 @@ class CaCoVIDPolicy(nn.Module):
       raise ValueError(f"question must be [B={b}, L, d={d}] embeddings; got {question.shape}.")
     if self.num_layers < 1:
       raise ValueError("CaCoVIDPolicy needs num_layers >= 1 (the layer is what conditions on the question).")
+    if self.use_residual and self.hidden is None:
+      raise ValueError("CaCoVIDPolicy(use_residual=True) needs a `hidden` width (the residual is projected to it).")
     lq = question.shape[1]
     if question_mask is None:
       question_mask = jnp.ones((b, lq), bool)
@@ -117,6 +124,9 @@ class CaCoVIDPolicy(nn.Module):
     x = jnp.concatenate([visual.reshape(b, n, d), question], axis=1).astype(jnp.float32)
     if self.hidden is not None:
       x = nn.Dense(width, name="in_proj")(x)
+    if self.use_residual:
+      r = nn.LayerNorm(name="ln_residual")(temporal_residual(visual).reshape(b, n, d))
+      x = x + jnp.pad(nn.Dense(width, name="residual_proj")(r), ((0, 0), (0, lq), (0, 0)))
     type_embed = self.param("type_embed", nn.initializers.normal(0.02), (2, width))
     x = x + jnp.concatenate([jnp.broadcast_to(type_embed[0], (n, width)),
                              jnp.broadcast_to(type_embed[1], (lq, width))], axis=0)[None]

@@ -2,7 +2,7 @@
 
 One training step = one batch visited `config.cacovid.visits` times: the replay memory is reset for the
 new batch, and before each visit every sample's rate moves on its ladder by its own remembered rewards
-(halved when they are mostly right, doubled when mostly wrong), as the authors' trainer does per sample.
+(halved when they are mostly right, doubled when mostly wrong: by correctness, whatever `task_reward`), as the authors' trainer does per sample.
 Memory and rates live only within a step, so a checkpoint between steps resumes exactly. Inference
 keeps a per-frame budget of the best tokens plus uniformly spread ones (`compress/cacovid_inference.py`).
 """
@@ -22,7 +22,9 @@ from score_jax.rl import dynamic_ratio as dr
 
 def make_policy(config) -> CaCoVIDPolicy:
   p = config.policy
-  return CaCoVIDPolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads)
+  # runs recorded before `use_residual` existed get the policy's default
+  return CaCoVIDPolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
+                       use_residual=p.get("use_residual", CaCoVIDPolicy.use_residual))
 
 
 def uses_question(config) -> bool:
@@ -50,12 +52,13 @@ def make_train_step(config, policy, llm, tx, mesh):
     b, t, p, _ = batch["visual"].shape
     memory = cs.init_cacovid_memory(s, b, t, p)
     levels = np.full((b,), dr.level_of(s.base_ratio, s.ladder), np.int32)  # one rung per sample
-    metrics = {}
+    metrics, correct = {}, np.zeros((b,))
     for v in range(s.visits):
-      if v:
-        levels = dr.update_levels(levels, np.asarray(dr.mean_token_reward(memory)), len(s.ladder))
+      if v:  # the mean correctness of each sample's remembered rollouts (equal numbers per visit)
+        levels = dr.update_levels(levels, correct / v, len(s.ladder))
       state, memory, metrics = visit(state, batch, memory, jax.random.fold_in(key, v), llm_params,
                                      ratio=s.ladder[int(levels.max())], levels=jnp.asarray(levels))
+      correct = correct + np.asarray(metrics.pop("token_correct_by_sample"))
     rates = np.asarray(s.ladder)[levels]
     metrics = dict(metrics, sample_ratio=float(rates.mean()), sample_ratio_min=float(rates.min()),
                    sample_ratio_max=float(rates.max()), accuracy=metrics["reward_token"])

@@ -9,7 +9,8 @@
    `ocss.ocss_shape`): content (density peaks, reward reported only, as in the authors' code), token (OCSS,
    first = top-k), frame (n_f frames, density peaks in them); T * k_max token slots, a sample at a lower rate
    has its extra slots marked invalid (masked in the prefill);
-3. one batched prefill per rollout -> multiple-choice correctness (0/1) rewards;
+3. one batched prefill per rollout -> rewards: multiple-choice correctness (0/1, the authors'), or
+   `settings.task_reward` as SCORE's (`train_step.task_reward`); rates move by correctness either way;
 4. token and frame rollouts (and the rung of each) are appended to the replay memory; advantages
    (R - mean) / (std + 1e-4) over everything remembered of each kind; then `settings.logprob`:
    "per_token" (the authors'): per-token PPO (re-weighted) + per-frame PPO, optional KL to uniform;
@@ -40,7 +41,7 @@ from score_jax.rl import rewards as rew
 from score_jax.rl.ppo import group_advantage, keep_drop_kl, keep_drop_ppo_loss, rollout_ppo_loss
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import MaskSample
-from score_jax.rl.train_step import TrainState
+from score_jax.rl.train_step import TASK_REWARDS, TrainState, task_reward
 
 
 LOGPROBS = ("per_token", "ocss_exact")
@@ -65,6 +66,7 @@ class CaCoVIDSettings:
   ppo_epochs: int = 1
   position_mode: str = "original"
   logprob: str = "per_token"
+  task_reward: str = "correct"  # the authors' 0/1; "correct+margin" / "margin" as SCORE's (rl/train_step.py)
 
   def __post_init__(self):
     if not 0.0 < self.base_ratio <= 1.0:
@@ -77,6 +79,8 @@ class CaCoVIDSettings:
       raise ValueError("visits and ppo_epochs must be >= 1.")
     if self.logprob not in LOGPROBS:
       raise ValueError(f"cacovid.logprob={self.logprob!r}; expected one of {LOGPROBS}.")
+    if self.task_reward not in TASK_REWARDS:
+      raise ValueError(f"cacovid.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
 
   @property
   def ladder(self) -> tuple[float, ...]:
@@ -182,8 +186,10 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
     option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), masks, batch,
                                           option_ids, s.position_mode)
     correct = rew.mc_correct(option_logp, batch["answer"][:, None])  # [B, G]
+    reward = task_reward(s.task_reward, option_logp, batch["answer"][:, None])
     c0 = s.content_rollouts
-    r_tok, r_fr = correct[:, c0:c0 + s.token_rollouts], correct[:, c0 + s.token_rollouts:]
+    r_tok, r_fr = reward[:, c0:c0 + s.token_rollouts], reward[:, c0 + s.token_rollouts:]
+    correct_tok = correct[:, c0:c0 + s.token_rollouts]
     memory = dr.append_token(memory, token_s.mask, r_tok, levels)
     memory = dr.append_frame(memory, frame_mask, r_fr)
 
@@ -197,8 +203,9 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
       updates, opt_state = tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
     metrics = {
-        "loss": loss, "reward_token": r_tok.mean(), "reward_frame": r_fr.mean(),
+        "loss": loss, "reward_token": correct_tok.mean(), "reward_frame": correct[:, c0 + s.token_rollouts:].mean(),
         "reward_content": correct[:, 0].mean() if c0 else jnp.float32(jnp.nan),
+        "token_correct_by_sample": correct_tok.mean(-1),
         "memory_reward": dr.mean_token_reward(memory).mean(), "tokens_kept": jnp.mean(k_row * t),
         "grad_norm": optax.global_norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), memory, metrics

@@ -1,8 +1,9 @@
 """CaCoVID: question-conditioned contribution scores, OCSS rollouts, PPO with a dynamic rate and replay.
 
 One training step = one batch visited `config.cacovid.visits` times: the replay memory is reset for the
-new batch, and before each visit every sample's rate moves on its ladder by its own remembered rewards
-(halved when they are mostly right, doubled when mostly wrong: by correctness, whatever `task_reward`), as the authors' trainer does per sample.
+new batch, and before each visit every sample's rate moves on its ladder by the correctness of its own
+remembered rollouts (halved when they are mostly right, doubled when mostly wrong; whatever
+`cacovid.task_reward` the PPO advantages use), as the authors' trainer does per sample.
 Memory and rates live only within a step, so a checkpoint between steps resumes exactly. Inference
 keeps a per-frame budget of the best tokens plus uniformly spread ones (`compress/cacovid_inference.py`).
 """

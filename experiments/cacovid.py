@@ -27,6 +27,7 @@ def get_config():
   c.policy.num_layers = 1
   c.policy.num_heads = 4
   c.policy.use_residual = False      # True: + SCORE's inter-frame residual in the policy's input (not the authors')
+  c.policy.norm_inputs = False       # True: RMS-normalise visual tokens and question embeddings apart (not the authors')
 
   c.cacovid = ml_collections.ConfigDict()
   c.cacovid.base_ratio = 0.125       # 2 of 16 tokens per frame

@@ -95,3 +95,15 @@ def test_residual_input_is_an_added_projection_of_the_inter_frame_residual():
                              plain.apply({"params": base}, still, question, mask).token, atol=1e-5)
   with pytest.raises(ValueError, match="hidden"):
     CaCoVIDPolicy(hidden=None, num_heads=2, use_residual=True).init(jax.random.key(1), visual, question, mask)
+
+
+def test_normalised_inputs_balance_the_question_against_large_visual_tokens():
+  # norm_inputs: the logits do not change when the visual tokens are 30x larger (the question keeps its share),
+  # while without it the larger visual tokens change them
+  visual, question, mask = _inputs()
+  for norm, same in ((True, True), (False, False)):
+    policy = CaCoVIDPolicy(hidden=32, num_heads=4, norm_inputs=norm)
+    params = numpy_params(policy, visual, question, mask)
+    assert ("visual_in_norm" in params) == norm
+    a, b = (policy.apply({"params": params}, v, question, mask).token for v in (visual, 30.0 * visual))
+    assert np.allclose(a, b, atol=1e-4) == same

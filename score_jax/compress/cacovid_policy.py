@@ -12,7 +12,10 @@ at T*P + j (the question follows the video in the prompt). CaCoVID uses the LLM 
 projection); `hidden=None` does the same. The layers are Qwen2's (same parameter tree as
 `Qwen2DecoderLayer`) with memory-efficient attention: query blocks recomputed in the backward pass
 (`blocked_attention`), so no [B, heads, T*P + L, T*P + L] score tensor is ever whole.
-`use_residual` (not the authors'; off by default) adds SCORE's inter-frame residual of each visual token,
+`norm_inputs` (not the authors'; off by default) RMS-normalises the visual tokens and the question
+embeddings separately before they meet: the LLM's visual tokens can be far larger than its word
+embeddings (about 40 against 1.4 in norm on the embedded model), which leaves the question a small
+share of every attention input at initialisation. `use_residual` (not the authors'; off by default) adds SCORE's inter-frame residual of each visual token,
 layer-normed and projected, to its input: the ablation that asks whether the state or the objective is what
 separates the two methods.
 Reference: "CaCoVID: contribution-aware token compression for video LLMs" (arXiv 2602.01649).
@@ -94,6 +97,7 @@ class CaCoVIDPolicy(nn.Module):
   rope_theta: float = 1_000_000.0
   rms_norm_eps: float = 1e-6
   use_residual: bool = False
+  norm_inputs: bool = False
 
   def layer_config(self, width: int) -> Qwen2Config:
     if width % self.num_heads or (width // self.num_heads) % 2:
@@ -121,7 +125,11 @@ class CaCoVIDPolicy(nn.Module):
     n = t * p
     width = d if self.hidden is None else self.hidden
     cfg = self.layer_config(width)
-    x = jnp.concatenate([visual.reshape(b, n, d), question], axis=1).astype(jnp.float32)
+    vis_in, q_in = visual.astype(jnp.float32), question.astype(jnp.float32)
+    if self.norm_inputs:
+      vis_in = RMSNorm(self.rms_norm_eps, name="visual_in_norm")(vis_in)
+      q_in = RMSNorm(self.rms_norm_eps, name="question_in_norm")(q_in)
+    x = jnp.concatenate([vis_in.reshape(b, n, d), q_in], axis=1)
     if self.hidden is not None:
       x = nn.Dense(width, name="in_proj")(x)
     if self.use_residual:

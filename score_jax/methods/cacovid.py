@@ -23,9 +23,10 @@ from score_jax.rl import dynamic_ratio as dr
 
 def make_policy(config) -> CaCoVIDPolicy:
   p = config.policy
-  # runs recorded before `use_residual` existed get the policy's default
+  # runs recorded before these options existed get the policy's defaults
   return CaCoVIDPolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
-                       use_residual=p.get("use_residual", CaCoVIDPolicy.use_residual))
+                       use_residual=p.get("use_residual", CaCoVIDPolicy.use_residual),
+                       norm_inputs=p.get("norm_inputs", CaCoVIDPolicy.norm_inputs))
 
 
 def uses_question(config) -> bool:

@@ -90,6 +90,14 @@ def _tiny(seed=0):
   return module, llm_params, batch
 
 
+def _policy_state(batch):
+  """(a small CaCoVID policy, its optimiser, a fresh TrainState) for `_tiny`'s batch."""
+  policy = CaCoVIDPolicy(hidden=16, num_heads=2)
+  params = numpy_params(policy.init, batch["visual"], jnp.zeros((B, 5, 32)), jnp.ones((B, 5), bool), seed=1)
+  tx = optax.adamw(1e-2)
+  return policy, tx, TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
 def _memory_with(masks, rewards, levels, old_tok, old_fr, frame_masks, frame_rewards):
   mem = dr.init_memory(masks.shape[1], frame_masks.shape[1], masks.shape[-1], frame_masks.shape[-1], (masks.shape[0],))
   mem = dr.set_old_logits(mem, old_tok.reshape(masks.shape[0], -1), old_fr)
@@ -135,10 +143,7 @@ def test_exact_loss_raises_the_probability_of_good_rollouts():
 @pytest.mark.slow
 def test_exact_logprob_step_runs():
   module, llm_params, batch = _tiny()
-  policy = CaCoVIDPolicy(hidden=16, num_heads=2)
-  params = numpy_params(policy.init, batch["visual"], jnp.zeros((B, 5, 32)), jnp.ones((B, 5), bool), seed=1)
-  tx = optax.adamw(1e-2)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  policy, tx, state = _policy_state(batch)
   settings = CaCoVIDSettings(base_ratio=0.125, token_rollouts=3, frame_rollouts=2, visits=2, logprob="ocss_exact")
   shapes = ocss.rung_shapes(settings.ladder, P, settings.lam)
   step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))
@@ -174,10 +179,7 @@ def test_dense_task_reward_is_remembered_and_correctness_reported_apart():
   # task_reward="correct+margin": the memory holds correct + 0.5 tanh(margin) (> 1 right, <= 0 wrong), while
   # the per-sample correctness the host moves the rates by stays the 0/1 mean
   module, llm_params, batch = _tiny()
-  policy = CaCoVIDPolicy(hidden=16, num_heads=2)
-  params = numpy_params(policy.init, batch["visual"], jnp.zeros((B, 5, 32)), jnp.ones((B, 5), bool), seed=1)
-  tx = optax.adamw(1e-2)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  policy, tx, state = _policy_state(batch)
   settings = CaCoVIDSettings(base_ratio=0.125, token_rollouts=6, frame_rollouts=2, visits=1,
                              task_reward="correct+margin")
   step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))

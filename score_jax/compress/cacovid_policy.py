@@ -15,9 +15,9 @@ projection); `hidden=None` does the same. The layers are Qwen2's (same parameter
 `norm_inputs` (not the authors'; off by default) RMS-normalises the visual tokens and the question
 embeddings separately before they meet: the LLM's visual tokens can be far larger than its word
 embeddings (about 40 against 1.4 in norm on the embedded model), which leaves the question a small
-share of every attention input at initialisation. `use_residual` (not the authors'; off by default) adds SCORE's inter-frame residual of each visual token,
-layer-normed and projected, to its input: the ablation that asks whether the state or the objective is what
-separates the two methods.
+share of every attention input at initialisation. `use_residual` (not the authors'; off by default)
+adds SCORE's inter-frame residual of each visual token, layer-normed and projected, to its input: the
+ablation that asks whether the state or the objective is what separates the two methods.
 Reference: "CaCoVID: contribution-aware token compression for video LLMs" (arXiv 2602.01649).
 """
 from __future__ import annotations

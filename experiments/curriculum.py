@@ -52,14 +52,17 @@ def get_config():
   c.rl = ml_collections.ConfigDict()
   c.rl.ratio = 0.1
   c.rl.group_size = 8
-  c.rl.sampler = "gumbel_topk"       # "gumbel_topk" (exactly k) | "bernoulli" (keep/drop, at most k: adaptive)
-  c.rl.budget = 0.0                  # bernoulli: target mean retention (0: rl.ratio); rl.ratio is then the cap
+  # "gumbel_topk" (exactly k) | adaptive, rl.ratio the cap: "sized_topk" (a count head picks one of
+  # rl.count_levels per video, experiments/curriculum_adaptive.py) | "bernoulli" (keep/drop, at most k)
+  c.rl.sampler = "gumbel_topk"
+  c.rl.count_levels = ()             # sized_topk: retention levels (each <= rl.ratio)
+  c.rl.budget = 0.0                  # adaptive: target mean retention (0: rl.ratio)
   c.rl.comp_reward = "sparsity"      # "sparsity" (1 - kept) | "budget_hinge" | "budget_abs" (rl/rewards.py)
-  c.rl.logprob = "plackett_luce"     # "plackett_luce" | "cheap_set" | "bernoulli" | "per_token"
+  c.rl.logprob = "plackett_luce"     # plackett_luce | cheap_set | bernoulli | per_token | sized_plackett_luce
   c.rl.advantage = "split"           # "split" | "grpo" | "keep_drop" | "pos_neg"
   c.rl.task_reward = "correct+margin"  # "correct" | "margin" | "correct+margin" (BUILD_NOTES.md)
   c.rl.comp_weight = 0.5
-  c.rl.budget_control = "none"       # bernoulli: "lagrange" (kept <= rl.budget) | "lagrange_two_sided" (kept = budget)
+  c.rl.budget_control = "none"       # adaptive: "lagrange" (kept <= rl.budget) | "lagrange_two_sided" (kept = budget)
   c.rl.budget_lr = 0.05
   c.rl.eps_low = 0.2
   c.rl.eps_high = 0.2

@@ -167,7 +167,7 @@ def answer_question(model: Model, video: str, question: str, options: list[str] 
   from score_jax.models import answer_reading, generate, prefill
   llm, pol = model.llm, model.policy
   if adaptive and pol.adaptive is None:
-    raise AnswerError(f"--adaptive needs a keep/drop policy (rl.sampler='bernoulli'); this {model.run_config.method} "
+    raise AnswerError(f"--adaptive needs an adaptive policy (rl.sampler='bernoulli' or 'sized_topk'); this {model.run_config.method} "
                       "policy keeps a fixed budget: pass --ratio instead.")
   if ratio is None and not adaptive:
     ratio = float(model.run_config.rl.ratio)

@@ -123,3 +123,21 @@ def test_split_compression_term_changes_the_gradient_only_when_kept_counts_diffe
   g = grad_for(differ)
   assert np.abs(g).max() > 1e-3
   assert g[0, 3] > 0  # token 3 is kept only by the most-keeping mask: gradient descent lowers its logit
+
+
+def test_split_compression_term_lowers_the_count_head_on_larger_levels():
+  """sized_topk: all rollouts right, so only the compression term acts; it moves the count head
+  towards the smaller levels (gradient descent raises the level-0 logit, lowers level 2's)."""
+  from score_jax.rl import rewards
+  from score_jax.rl.losses import policy_loss
+  from score_jax.rl.sampling import mask_logprob, sized_group_sample
+
+  n, counts = 8, (1, 2, 4)
+  logits, count_logits = jnp.zeros((1, n)), jnp.zeros((1, 3))
+  sample = sized_group_sample(jax.random.PRNGKey(0), logits, count_logits, counts, 16)
+  assert len(set(np.asarray(sample.level[0]).tolist())) > 1  # the group's kept counts differ
+  adv = split_advantage(jnp.ones((1, 16)), rewards.compression_reward(sample.mask, n), comp_weight=0.5)
+  logp_old = mask_logprob(logits, sample, "sized_plackett_luce", count_logits)
+  loss_fn = lambda c: policy_loss(mask_logprob(logits, sample, "sized_plackett_luce", c), logp_old, adv)[0]  # noqa: E731
+  g = np.asarray(jax.grad(loss_fn)(count_logits))[0]
+  assert g[0] < 0 < g[2]

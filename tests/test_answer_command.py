@@ -100,7 +100,7 @@ def test_hf_checkpoint_generates_without_options_and_reads_letters_with_them(hf_
   lettered = answer.answer_question(hf_model, video, question, options[:3], ratio=0.5)
   assert lettered.num_kept == TOKENS // 2 and lettered.choice in (0, 1, 2)
   assert lettered.text == f"{'ABC'[lettered.choice]}. {options[lettered.choice]}"
-  with pytest.raises(answer.AnswerError, match="--adaptive needs a keep/drop policy"):
+  with pytest.raises(answer.AnswerError, match="--adaptive needs an adaptive policy"):
     answer.answer_question(hf_model, video, question, options, adaptive=True)
 
 

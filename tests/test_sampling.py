@@ -11,7 +11,7 @@ import numpy as np
 from score_jax.rl.sampling import (bernoulli_logprob, bernoulli_sample, cheap_set_logprob,
                                    group_sample, gumbel_topk_sample, mask_logprob,
                                    per_token_keep_logprob, plackett_luce_logprob,
-                                   reverse_cumlogsumexp)
+                                   reverse_cumlogsumexp, sized_group_sample, sized_topk_sample)
 
 # jit once per function: far fewer compiles than running every op eagerly.
 PL = jax.jit(plackett_luce_logprob)
@@ -153,3 +153,46 @@ def test_group_sample_and_relogprob_jit():
   np.testing.assert_allclose(LOGPROB(logits, s, "cheap_set")[0, 3], want, rtol=1e-5)
   sb = GROUP(jax.random.PRNGKey(10), logits, k, g, "bernoulli")
   assert sb.mask.shape == (b, g, n) and np.asarray(sb.mask).sum(-1).max() <= k
+
+
+SIZED = jax.jit(sized_topk_sample, static_argnums=3)
+
+
+def test_sized_topk_counts_structure_and_exact_logprob():
+  """Counts follow softmax(count logits); kept = the first c of the order, ascending, valid first;
+  the log-prob is log P(level) + log PL(prefix), matching sampled frequencies of (level, ordered prefix)."""
+  logits = np.array([0.5, -0.3, 1.2, 0.0], np.float32)
+  count_logits = np.array([0.3, -0.4], np.float32)  # levels keep 1 or 2 tokens
+  counts, n_samples = (1, 2), 40000
+  s = SIZED(jax.random.PRNGKey(3), jnp.broadcast_to(logits, (n_samples, 4)),
+            jnp.broadcast_to(count_logits, (n_samples, 2)), counts)
+  level, count, order, mask, valid, idx = map(np.asarray, (s.level, s.count, s.order, s.mask, s.valid, s.indices))
+  p_level = np.exp(count_logits) / np.exp(count_logits).sum()
+  np.testing.assert_allclose(np.bincount(level, minlength=2) / n_samples, p_level, atol=0.01)
+  np.testing.assert_array_equal(count, np.asarray(counts)[level])
+  np.testing.assert_array_equal(mask.sum(-1), count)
+  np.testing.assert_array_equal(valid.sum(-1), count)
+  for i in range(50):
+    c = count[i]
+    np.testing.assert_array_equal(idx[i, :c], np.sort(order[i, :c]))
+    assert np.all(idx[i, c:] == 0) and np.all(valid[i, :c])
+  w = np.exp(logits.astype(np.float64))
+  lp = np.asarray(mask_logprob(jnp.asarray(logits)[None], jax.tree_util.tree_map(lambda x: x[None], s),
+                               "sized_plackett_luce", jnp.asarray(count_logits)[None]))[0]
+  for lev, c in enumerate(counts):
+    for o in itertools.permutations(range(4), c):
+      want = p_level[lev] * _pl_prob(w, o)
+      hit = (level == lev) & np.all(order[:, :c] == np.asarray(o), axis=-1)
+      assert abs(hit.mean() - want) < 0.01, (lev, o, hit.mean(), want)
+      if hit.any():
+        np.testing.assert_allclose(lp[np.flatnonzero(hit)[0]], math.log(want), rtol=1e-5)
+
+
+def test_sized_logprob_gradient_reaches_both_heads():
+  logits, count_logits = _randn(11, (2, 6)), _randn(12, (2, 3))
+  s = sized_group_sample(jax.random.PRNGKey(0), logits, count_logits, (1, 2, 3), 4)
+  assert s.mask.shape == (2, 4, 6) and s.level.shape == (2, 4)
+  f = lambda l, c: mask_logprob(l, s, "sized_plackett_luce", c).sum()
+  gl, gc = jax.grad(f, argnums=(0, 1))(jnp.asarray(logits), jnp.asarray(count_logits))
+  assert np.all(np.isfinite(gl)) and np.abs(gl).sum() > 0 and np.abs(gc).sum() > 0
+  np.testing.assert_allclose(np.asarray(gc).sum(-1), 0.0, atol=1e-5)  # softmax: shift-invariant

@@ -177,6 +177,39 @@ def prefill_budget(n, ratio):
   return budget(n, ratio)
 
 
+def test_sized_score_trains_and_reports_its_own_budget(tiny_embedded_model, tmp_path):
+  """Adaptive SCORE with a count head (`sized_topk`): trains, and eval's adaptive row keeps each video's
+  expected level count, under the cap; untrained, the count head is uniform over the levels."""
+  from score_jax import evaluation
+  levels = (0.1, 0.2, 0.3)
+  c = smoke_config(tmp_path, tiny_embedded_model, **{
+      "rl.sampler": "sized_topk", "rl.logprob": "sized_plackett_luce", "rl.ratio": 0.3, "rl.budget": 0.2,
+      "rl.count_levels": levels, "rl.group_size": 4, "rl.budget_control": "lagrange_two_sided"})
+  out = train_lib.train(c)
+  mean, std = out["eval"]["_retention"]["score" + evaluation.ADAPTIVE]
+  assert 0.0 < mean <= 0.3 + 1e-6 and std >= 0.0
+  method = get_method(c)
+  policy = method.make_policy(c)
+  llm = load_frozen_llm(c.model, None)
+  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  n = llm.num_frames * llm.cfg.tokens_per_frame
+  visual = np.random.default_rng(0).normal(
+      size=(2, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
+  idx, valid = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
+  counts = [prefill_budget(n, r) for r in levels]
+  assert idx.shape[1] == max(counts)
+  np.testing.assert_array_equal(np.asarray(valid).sum(-1), round(np.mean(counts)))
+  with pytest.raises(ValueError, match="count_levels"):
+    ts_settings(sampler="sized_topk", logprob="sized_plackett_luce", ratio=0.2, count_levels=(0.1, 0.3))
+  with pytest.raises(ValueError, match="sized_plackett_luce"):
+    ts_settings(sampler="sized_topk", logprob="plackett_luce", count_levels=(0.1,))
+
+
+def ts_settings(**kw):
+  from score_jax.rl.train_step import RLSettings
+  return RLSettings(**kw)
+
+
 def test_eval_uses_the_trained_position_mode(tiny_embedded_model, monkeypatch):
   from score_jax import evaluation
   c = smoke_config("/unused", tiny_embedded_model, **{"rl.position_mode": "repacked"})

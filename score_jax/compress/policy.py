@@ -8,6 +8,9 @@ state[t, p] = concat[LN(x), LN(residual) (use_residual), surprise scalar (use_su
   -> LayerNorm -> Dense(1) = keep logit.
 
 With `query_conditioned=True` each block also cross-attends to projected question embeddings.
+With `count_levels=L > 0` (adaptive SCORE's `sized_topk` sampler) a count head reads the mean and the
+max over tokens of the final hidden states and returns L logits over budget levels next to the keep
+logits; its kernel starts at zero, so the first levels are drawn uniformly.
 Attention runs in query blocks recomputed in the backward pass (`blocked_attention`), so no
 [B, heads, T*P, T*P] score tensor (0.6 GB per sample at 32x196 tokens and 4 heads) is ever whole;
 its parameters are named as `nn.MultiHeadDotProductAttention`'s (query/key/value/out), so checkpoints
@@ -96,6 +99,7 @@ class ScorePolicy(nn.Module):
   query_conditioned: bool = False
   dropout: float = 0.0
   keep_bias: float = 0.0  # initial bias of the keep logit: logit(target retention) for keep/drop sampling
+  count_levels: int = 0   # > 0: also return count logits [B, L] (see the module docstring)
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, question: jnp.ndarray | None = None,
@@ -135,7 +139,12 @@ class ScorePolicy(nn.Module):
       h = h + mlp(nn.LayerNorm(name="ln_mlp")(h), deterministic)
     h = nn.LayerNorm(name="ln_out")(h)
     logits = nn.Dense(1, name="head", bias_init=nn.initializers.constant(self.keep_bias))(h)[..., 0]
-    return logits.reshape(b, t, p).astype(jnp.float32)
+    logits = logits.reshape(b, t, p).astype(jnp.float32)
+    if not self.count_levels:
+      return logits
+    pooled = jnp.concatenate([jnp.mean(h, axis=1), jnp.max(h, axis=1)], axis=-1)
+    count = nn.Dense(self.count_levels, name="count_head", kernel_init=nn.initializers.zeros)(pooled)
+    return logits, count.astype(jnp.float32)
 
 
 def policy_param_count(params) -> int:

@@ -48,6 +48,12 @@ def expected_count(logits: jnp.ndarray, k_max: int) -> jnp.ndarray:
                   k_max).astype(jnp.int32)
 
 
+def level_count(count_logits: jnp.ndarray, counts: tuple[int, ...], k_max: int) -> jnp.ndarray:
+  """A sized policy's own budget for each row: round(sum_l softmax(count_logits)_l * counts[l]) in [1, k_max]."""
+  mean = jax.nn.softmax(count_logits.astype(jnp.float32), axis=-1) @ jnp.asarray(counts, jnp.float32)
+  return jnp.clip(jnp.round(mean), 1, k_max).astype(jnp.int32)
+
+
 def per_frame_topk_indices(scores: jnp.ndarray, k_per_frame: int) -> jnp.ndarray:
   """[B, T, P] scores -> int32 [B, T*k_per_frame] flat indices (t*P + p), sorted ascending."""
   b, t, p = scores.shape

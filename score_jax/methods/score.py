@@ -13,15 +13,17 @@ from score_jax.rl import train_step as ts
 
 
 def make_policy(config) -> ScorePolicy:
-  """The policy network; a keep/drop (adaptive) policy starts at its target retention: the keep
-  logit's bias is logit(target), so the first rollouts keep about that fraction."""
+  """The policy network; a keep/drop (bernoulli) policy starts at its target retention: the keep
+  logit's bias is logit(target), so the first rollouts keep about that fraction. A sized_topk policy
+  gets a count head over `rl.count_levels`."""
   p, s = config.policy, settings(config)
-  bias = float(math.log(s.target / (1.0 - s.target))) if s.adaptive and s.target < 1.0 else 0.0
+  keep_drop = s.sampler == "bernoulli"
+  bias = float(math.log(s.target / (1.0 - s.target))) if keep_drop and s.target < 1.0 else 0.0
   return ScorePolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
                      use_residual=p.use_residual, use_surprise_scalar=p.use_surprise_scalar,
                      use_surprise_memory=p.get("use_surprise_memory", False),
                      first_frame=p.first_frame, query_conditioned=p.get("query_conditioned", False),
-                     keep_bias=bias)
+                     keep_bias=bias, count_levels=len(s.count_levels) if s.sampler == "sized_topk" else 0)
 
 
 def uses_question(config) -> bool:
@@ -56,5 +58,6 @@ def keep_fn(config, policy, params) -> KeepPolicy:
 
   def adaptive(features, n):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
-    return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, s.ratio), *q)
+    counts = s.counts(n) if s.sampler == "sized_topk" else ()
+    return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, s.ratio), *q, counts=counts)
   return KeepPolicy(select, s.position_mode, adaptive if s.adaptive else None)

@@ -27,7 +27,7 @@ from score_jax.rl import advantages as adv_lib
 from score_jax.rl import rewards as rew
 from score_jax.rl.losses import policy_loss, token_entropy
 from score_jax.rl.rollout import rollout_option_logprobs
-from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob
+from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob, sized_group_sample
 
 TASK_REWARDS = ("correct", "margin", "correct+margin")
 BUDGET_CONTROLS = ("none", "lagrange", "lagrange_two_sided")
@@ -62,6 +62,7 @@ class RLSettings:
   comp_reward: str = "sparsity"  # rewards.COMP_REWARDS
   budget_control: str = "none"   # "lagrange[_two_sided]": comp_weight becomes a multiplier in the state
   budget_lr: float = 0.05        # its step size per update (see `lagrange_update`)
+  count_levels: tuple = ()       # sized_topk: the retention levels a video's count is drawn from (<= ratio)
 
   def __post_init__(self):
     if not 0.0 < self.ratio <= 1.0:
@@ -86,6 +87,13 @@ class RLSettings:
     adv_lib.get_advantage(self.advantage)
     if self.advantage == "keep_drop" and self.logprob != "per_token":
       raise ValueError("rl.advantage='keep_drop' gives per-token advantages; it needs rl.logprob='per_token'.")
+    if (self.sampler == "sized_topk") != (self.logprob == "sized_plackett_luce"):
+      raise ValueError("rl.sampler='sized_topk' and rl.logprob='sized_plackett_luce' go together "
+                       f"(got sampler={self.sampler!r}, logprob={self.logprob!r}).")
+    if self.sampler == "sized_topk":
+      if not self.count_levels or not all(0.0 < r <= self.ratio for r in self.count_levels):
+        raise ValueError(f"rl.count_levels={self.count_levels} must be non-empty retention levels in "
+                         f"(0, rl.ratio={self.ratio}] (the cap) for rl.sampler='sized_topk'.")
     if self.sampler == "bernoulli" and self.logprob == "plackett_luce":
       raise ValueError("rl.sampler='bernoulli' has no selection order; use rl.logprob='bernoulli' or 'per_token'.")
     if self.task_reward not in TASK_REWARDS:
@@ -100,7 +108,11 @@ class RLSettings:
   @property
   def adaptive(self) -> bool:
     """Whether the number of kept tokens varies (within a group and at inference)."""
-    return self.sampler == "bernoulli"
+    return self.sampler in ("bernoulli", "sized_topk")
+
+  def counts(self, n: int) -> tuple[int, ...]:
+    """sized_topk: the kept count of each level for n visual tokens."""
+    return tuple(budget(n, r) for r in self.count_levels)
 
   @property
   def target(self) -> float:
@@ -135,14 +147,22 @@ def task_reward(kind: str, option_logp: jnp.ndarray, answer: jnp.ndarray) -> jnp
   return margin if kind == "margin" else correct + 0.5 * margin
 
 
-def policy_logits(policy, params, visual: jnp.ndarray, question: jnp.ndarray | None = None,
-                  question_mask: jnp.ndarray | None = None) -> jnp.ndarray:
-  """[B, T, P, d] (+ question embeddings [B, L, d] for a query-conditioned policy) -> flat logits [B, T * P]."""
+def policy_outputs(policy, params, visual: jnp.ndarray, question: jnp.ndarray | None = None,
+                   question_mask: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray | None]:
+  """[B, T, P, d] (+ question embeddings [B, L, d] for a query-conditioned policy) -> (flat keep logits
+  [B, T * P], count logits [B, L] of a policy with a count head, else None)."""
   if getattr(policy, "query_conditioned", False):
     out = policy.apply({"params": params}, visual, question, question_mask)
   else:
     out = policy.apply({"params": params}, visual)
-  return out.reshape(visual.shape[0], -1)
+  out, count = out if isinstance(out, tuple) else (out, None)
+  return out.reshape(visual.shape[0], -1), count
+
+
+def policy_logits(policy, params, visual: jnp.ndarray, question: jnp.ndarray | None = None,
+                  question_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Flat keep logits [B, T * P] (see `policy_outputs`)."""
+  return policy_outputs(policy, params, visual, question, question_mask)[0]
 
 
 QUESTION_KEYS = ("question", "question_mask")
@@ -165,8 +185,11 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     n = t * p
     k = budget(n, s.ratio)
     q = [batch.get(name) for name in QUESTION_KEYS]
-    old_logits = jax.lax.stop_gradient(policy_logits(policy, state.params, visual, *q))
-    masks = group_sample(key, old_logits, k, s.group_size, s.sampler)
+    old_logits, old_count = jax.lax.stop_gradient(policy_outputs(policy, state.params, visual, *q))
+    if s.sampler == "sized_topk":
+      masks = sized_group_sample(key, old_logits, old_count, s.counts(n), s.group_size)
+    else:
+      masks = group_sample(key, old_logits, k, s.group_size, s.sampler)
     option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), masks, batch,
                                           option_ids, s.position_mode)
     answer = batch["answer"][:, None]
@@ -181,14 +204,15 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
       adv = advantage_fn(r_task, r_comp, correct=correct, comp_weight=weight)
     if s.logprob == "per_token":
       adv = adv_lib.token_advantages(adv, masks.mask)
-    logp_old = mask_logprob(old_logits, masks, s.logprob)
+    logp_old = mask_logprob(old_logits, masks, s.logprob, old_count)
     logp_ref = None
     if s.kl_coef:
-      logp_ref = mask_logprob(policy_logits(policy, state.ref_params, visual, *q), masks, s.logprob)
+      ref_logits, ref_count = policy_outputs(policy, state.ref_params, visual, *q)
+      logp_ref = mask_logprob(ref_logits, masks, s.logprob, ref_count)
 
     def loss_fn(params):
-      logits = policy_logits(policy, params, visual, *q)
-      logp = mask_logprob(logits, masks, s.logprob)
+      logits, count = policy_outputs(policy, params, visual, *q)
+      logp = mask_logprob(logits, masks, s.logprob, count)
       loss, aux = policy_loss(logp, logp_old, adv, None, logp_ref, s.kl_coef, s.eps_low, s.eps_high)
       if s.entropy_coef:
         loss = loss - s.entropy_coef * token_entropy(logits)
@@ -203,7 +227,8 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     metrics = {
         "loss": loss, "accuracy": correct.mean(), "reward_task": r_task.mean(),
         "kept_fraction": kept, "grad_norm": optax.global_norm(grads), "comp_weight": jnp.float32(weight),
-        "group_reward_std": r_task.std(axis=1).mean(), "entropy": token_entropy(old_logits), **aux}
+        "group_reward_std": r_task.std(axis=1).mean(), "entropy": token_entropy(old_logits),
+        "group_kept_std": rew.kept_fraction(masks.mask, n).std(axis=1).mean(), **aux}
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     if lagrange:
       new = new.replace(comp_weight=lagrange_update(state.comp_weight, kept, s.target, s.budget_lr,
@@ -255,12 +280,14 @@ def policy_keep_indices(policy, params, visual: jnp.ndarray, k: int, question=No
   return topk_indices(policy_logits(policy, params, visual, question, question_mask), k)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("counts",))
 def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, question=None,
-                         question_mask=None) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Adaptive inference of a keep/drop (Bernoulli) policy: each video keeps its own expected number of
-  tokens, round(sum sigmoid(logits)), at most `k_max`, the highest-scoring ones. Returns
+                         question_mask=None, counts: tuple[int, ...] = ()) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Adaptive inference: each video keeps its own expected number of tokens, the highest-scoring ones,
+  at most `k_max`: round(sum sigmoid(logits)) for a keep/drop (Bernoulli) policy; with `counts` (a
+  sized_topk policy's level counts) round(sum_l P(level l) * counts[l]) from its count head. Returns
   (indices [B, k_max], valid [B, k_max]) in the padded layout of `selection.variable_topk`."""
-  from score_jax.compress.selection import expected_count, variable_topk
-  logits = policy_logits(policy, params, visual, question, question_mask)
-  return variable_topk(logits, expected_count(logits, k_max), k_max)
+  from score_jax.compress.selection import expected_count, level_count, variable_topk
+  logits, count_logits = policy_outputs(policy, params, visual, question, question_mask)
+  count = level_count(count_logits, counts, k_max) if counts else expected_count(logits, k_max)
+  return variable_topk(logits, count, k_max)

@@ -56,6 +56,7 @@ def get_config():
   # rl.count_levels per video, experiments/curriculum_adaptive.py) | "bernoulli" (keep/drop, at most k)
   c.rl.sampler = "gumbel_topk"
   c.rl.count_levels = ()             # sized_topk: retention levels (each <= rl.ratio)
+  c.rl.count_explore = 0.2           # sized_topk: uniform share of the rollouts' level draws
   c.rl.budget = 0.0                  # adaptive: target mean retention (0: rl.ratio)
   c.rl.comp_reward = "sparsity"      # "sparsity" (1 - kept) | "budget_hinge" | "budget_abs" (rl/rewards.py)
   c.rl.logprob = "plackett_luce"     # plackett_luce | cheap_set | bernoulli | per_token | sized_plackett_luce

@@ -196,3 +196,12 @@ def test_sized_logprob_gradient_reaches_both_heads():
   gl, gc = jax.grad(f, argnums=(0, 1))(jnp.asarray(logits), jnp.asarray(count_logits))
   assert np.all(np.isfinite(gl)) and np.abs(gl).sum() > 0 and np.abs(gc).sum() > 0
   np.testing.assert_allclose(np.asarray(gc).sum(-1), 0.0, atol=1e-5)  # softmax: shift-invariant
+
+
+def test_explore_count_logits_mixes_in_a_uniform_share():
+  from score_jax.rl.sampling import explore_count_logits
+  c = jnp.array([[30.0, 0.0, -30.0, 0.0]])
+  p = np.exp(np.asarray(explore_count_logits(c, 0.2)))
+  np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(p[0], [0.8 + 0.05, 0.05, 0.05, 0.05], atol=1e-6)  # a sure head still explores
+  np.testing.assert_allclose(explore_count_logits(c, 0.0), jax.nn.log_softmax(c), atol=1e-6)

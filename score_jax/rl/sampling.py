@@ -99,6 +99,17 @@ def group_sample(key: jax.Array, logits: jnp.ndarray, k: int, group_size: int,
   return jax.vmap(lambda kk: fn(kk, logits, k), out_axes=1)(keys)
 
 
+def explore_count_logits(count_logits: jnp.ndarray, explore: float) -> jnp.ndarray:
+  """log((1 - explore) * softmax(count_logits) + explore / L): the count distribution with a uniform
+  share, so that a group's sizes keep differing (and the compression term keeps acting) even after
+  the count head has become sure; explore=0 returns log_softmax(count_logits)."""
+  logp = jax.nn.log_softmax(count_logits.astype(jnp.float32), axis=-1)
+  if explore == 0.0:
+    return logp
+  uniform = jnp.log(explore / count_logits.shape[-1])
+  return jnp.logaddexp(jnp.log1p(-explore) + logp, uniform)
+
+
 def sized_group_sample(key: jax.Array, logits: jnp.ndarray, count_logits: jnp.ndarray,
                        counts: tuple[int, ...], group_size: int) -> MaskSample:
   """G independent sized_topk samples per row: logits [B, N], count logits [B, L] -> leaves [B, G, ...]."""

@@ -27,7 +27,8 @@ from score_jax.rl import advantages as adv_lib
 from score_jax.rl import rewards as rew
 from score_jax.rl.losses import policy_loss, token_entropy
 from score_jax.rl.rollout import rollout_option_logprobs
-from score_jax.rl.sampling import LOGPROBS, SAMPLERS, group_sample, mask_logprob, sized_group_sample
+from score_jax.rl.sampling import (LOGPROBS, SAMPLERS, explore_count_logits, group_sample, mask_logprob,
+                                   sized_group_sample)
 
 TASK_REWARDS = ("correct", "margin", "correct+margin")
 BUDGET_CONTROLS = ("none", "lagrange", "lagrange_two_sided")
@@ -63,6 +64,7 @@ class RLSettings:
   budget_control: str = "none"   # "lagrange[_two_sided]": comp_weight becomes a multiplier in the state
   budget_lr: float = 0.05        # its step size per update (see `lagrange_update`)
   count_levels: tuple = ()       # sized_topk: the retention levels a video's count is drawn from (<= ratio)
+  count_explore: float = 0.2     # sized_topk: uniform share of the rollouts' level distribution
 
   def __post_init__(self):
     if not 0.0 < self.ratio <= 1.0:
@@ -90,6 +92,8 @@ class RLSettings:
     if (self.sampler == "sized_topk") != (self.logprob == "sized_plackett_luce"):
       raise ValueError("rl.sampler='sized_topk' and rl.logprob='sized_plackett_luce' go together "
                        f"(got sampler={self.sampler!r}, logprob={self.logprob!r}).")
+    if not 0.0 <= self.count_explore < 1.0:
+      raise ValueError(f"rl.count_explore={self.count_explore} must be in [0, 1).")
     if self.sampler == "sized_topk":
       if not self.count_levels or not all(0.0 < r <= self.ratio for r in self.count_levels):
         raise ValueError(f"rl.count_levels={self.count_levels} must be non-empty retention levels in "
@@ -185,7 +189,9 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     n = t * p
     k = budget(n, s.ratio)
     q = [batch.get(name) for name in QUESTION_KEYS]
+    explore = lambda c: None if c is None else explore_count_logits(c, s.count_explore)  # noqa: E731
     old_logits, old_count = jax.lax.stop_gradient(policy_outputs(policy, state.params, visual, *q))
+    old_count = explore(old_count)
     if s.sampler == "sized_topk":
       masks = sized_group_sample(key, old_logits, old_count, s.counts(n), s.group_size)
     else:
@@ -208,11 +214,11 @@ def make_train_step(policy, llm_module, tx: optax.GradientTransformation, settin
     logp_ref = None
     if s.kl_coef:
       ref_logits, ref_count = policy_outputs(policy, state.ref_params, visual, *q)
-      logp_ref = mask_logprob(ref_logits, masks, s.logprob, ref_count)
+      logp_ref = mask_logprob(ref_logits, masks, s.logprob, explore(ref_count))
 
     def loss_fn(params):
       logits, count = policy_outputs(policy, params, visual, *q)
-      logp = mask_logprob(logits, masks, s.logprob, count)
+      logp = mask_logprob(logits, masks, s.logprob, explore(count))
       loss, aux = policy_loss(logp, logp_old, adv, None, logp_ref, s.kl_coef, s.eps_low, s.eps_high)
       if s.entropy_coef:
         loss = loss - s.entropy_coef * token_entropy(logits)

@@ -167,8 +167,9 @@ def answer_question(model: Model, video: str, question: str, options: list[str] 
   from score_jax.models import answer_reading, generate, prefill
   llm, pol = model.llm, model.policy
   if adaptive and pol.adaptive is None:
-    raise AnswerError(f"--adaptive needs an adaptive policy (rl.sampler='bernoulli' or 'sized_topk'); this {model.run_config.method} "
-                      "policy keeps a fixed budget: pass --ratio instead.")
+    raise AnswerError("--adaptive needs an adaptive policy (rl.sampler='bernoulli' or 'sized_topk', or SCORE with "
+                      f"score_eval.tail > 0); this {model.run_config.method} policy keeps a fixed budget: pass "
+                      "--ratio instead.")
   if ratio is None and not adaptive:
     ratio = float(model.run_config.rl.ratio)
   if not adaptive and not 0.0 < ratio <= 1.0:

@@ -85,7 +85,7 @@ def resolve_checkpoint(path: str) -> tuple[str, str, int]:
 
 # Inference-only settings of a trained policy that the eval command's own overrides replace (e.g.
 # `--config.cacovid_eval.imp=0.25`); everything else comes from the training workdir.
-INFERENCE_KEYS = ("cacovid_eval.",)
+INFERENCE_KEYS = ("cacovid_eval.", "score_eval.")
 
 
 def inference_overrides(overrides: dict) -> dict:
@@ -126,6 +126,12 @@ def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:
 def load_policy(path: str, llm, overrides: dict | None = None):
   """(run config, select function) of a trained policy from a training workdir; `overrides` ({"a.b":
   value}, `INFERENCE_KEYS` only) replace the workdir's inference settings."""
+  run_config, method, policy, params = load_policy_params(path, llm, overrides)
+  return run_config, method.keep_fn(run_config, policy, params)
+
+
+def load_policy_params(path: str, llm, overrides: dict | None = None):
+  """(run config, method, policy module, trained params) of a training workdir (see `load_policy`)."""
   from score_jax import train as train_lib
   workdir, ckpt_dir, step = resolve_checkpoint(path)
   inference = inference_overrides(overrides or {})
@@ -148,7 +154,7 @@ def load_policy(path: str, llm, overrides: dict | None = None):
   finally:
     mngr.close()
   logging.info("Loaded %s policy from %s (step %d)", run_config.method, ckpt_dir, step)
-  return run_config, method.keep_fn(run_config, policy, restored["state"].params)
+  return run_config, method, policy, restored["state"].params
 
 
 def default_out(checkpoints: list[str], config) -> str:

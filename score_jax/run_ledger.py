@@ -21,7 +21,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 FREE_KEYS = ("workdir", "crash_after_step", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
              "compilation_cache_dir", "model.answer_reading", "model.max_new_tokens",
-             "model.attention")
+             "model.attention", "score_eval.")
 
 
 class WorkdirError(ValueError):

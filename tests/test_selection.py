@@ -53,3 +53,26 @@ def test_variable_topk_keeps_the_best_count_per_row_under_the_cap():
   logits = jnp.log(jnp.array([[0.5, 0.5, 0.5, 0.5], [0.01, 0.01, 0.01, 0.01]]) /
                    (1 - jnp.array([[0.5, 0.5, 0.5, 0.5], [0.01, 0.01, 0.01, 0.01]])))
   np.testing.assert_array_equal(np.asarray(expected_count(logits, 3)), [2, 1])  # round(2.0); at least 1
+
+
+def test_tail_count_keeps_the_fewest_tokens_that_leave_at_most_the_tail():
+  from score_jax.compress.selection import tail_count
+  logits = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3], [0.25, 0.25, 0.25, 0.25]]))
+  np.testing.assert_array_equal(np.asarray(tail_count(logits, 0.1, 4)), [3, 4])  # leaves 0.05; flat: all
+  np.testing.assert_array_equal(np.asarray(tail_count(logits, 0.25, 4)), [2, 3])  # leaves 0.2; 0.25
+  np.testing.assert_array_equal(np.asarray(tail_count(logits, 0.1, 2)), [2, 2])  # the cap
+  peaked = jnp.array([[0.0, -60.0, -120.0, -180.0]])  # tails far below float32 precision of 1 - mass
+  np.testing.assert_array_equal(np.asarray(tail_count(peaked, 1e-30, 4)), [2])
+  np.testing.assert_array_equal(np.asarray(tail_count(peaked, 1e-60, 4)), [3])
+
+
+def test_calibrate_tail_reaches_the_target_mean_retention():
+  from score_jax.compress.selection import calibrate_tail, tail_count
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.standard_normal((64, 100)) * rng.uniform(0.5, 4.0, (64, 1)), jnp.float32)
+  for target in (0.05, 0.1):
+    tail = calibrate_tail(logits, target, 20)
+    counts = np.asarray(tail_count(logits, tail, 20))
+    assert counts.mean() / 100 <= target and counts.mean() / 100 > target - 0.01
+    assert counts.std() > 0  # peaked rows keep fewer than flat ones
+  assert calibrate_tail(logits, 0.1, 20) < calibrate_tail(logits, 0.05, 20)  # less tail, more tokens

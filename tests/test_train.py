@@ -177,32 +177,61 @@ def prefill_budget(n, ratio):
   return budget(n, ratio)
 
 
-def test_sized_score_trains_and_reports_its_own_budget(tiny_embedded_model, tmp_path):
-  """Adaptive SCORE with a count head (`sized_topk`): trains, and eval's adaptive row keeps each video's
-  expected level count, under the cap; untrained, the count head is uniform over the levels."""
-  from score_jax import evaluation
+def test_sized_score_steps_and_keeps_its_own_budget(tiny_embedded_model):
+  """Adaptive SCORE with a count head (`sized_topk`): a train step's rollouts differ in size within a
+  group, the count head moves, and the adaptive mode keeps each video's expected level count under the
+  cap (untrained: uniform over the levels)."""
   levels = (0.1, 0.2, 0.3)
-  c = smoke_config(tmp_path, tiny_embedded_model, **{
+  c = smoke_config("/unused", tiny_embedded_model, **{
       "rl.sampler": "sized_topk", "rl.logprob": "sized_plackett_luce", "rl.ratio": 0.3, "rl.budget": 0.2,
-      "rl.count_levels": levels, "rl.group_size": 4, "rl.budget_control": "lagrange_two_sided"})
-  out = train_lib.train(c)
-  mean, std = out["eval"]["_retention"]["score" + evaluation.ADAPTIVE]
-  assert 0.0 < mean <= 0.3 + 1e-6 and std >= 0.0
+      "rl.count_levels": levels, "rl.group_size": 8, "rl.budget_control": "lagrange_two_sided"})
   method = get_method(c)
   policy = method.make_policy(c)
   llm = load_frozen_llm(c.model, None)
-  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  tx = optax.adam(1e-2)
+  state = method.init_state(c, policy, tx, llm, jax.random.key(0))
   n = llm.num_frames * llm.cfg.tokens_per_frame
-  visual = np.random.default_rng(0).normal(
-      size=(2, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
+  rng = np.random.default_rng(0)
+  visual = rng.normal(size=(2, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
   idx, valid = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
   counts = [prefill_budget(n, r) for r in levels]
   assert idx.shape[1] == max(counts)
   np.testing.assert_array_equal(np.asarray(valid).sum(-1), round(np.mean(counts)))
+  prefix, suffix, lens = llm.prompts.encode_batch(["what shape is moving"] * 2, [["a", "b", "c", "d"]] * 2,
+                                                  llm.suffix_len)
+  batch = {"visual": visual, "prefix": prefix, "suffix": suffix, "suffix_len": lens,
+           "answer": np.array([0, 1], np.int32)}
+  step = method.make_train_step(c, policy, llm, tx, None)
+  weight = float(state.comp_weight)
+  new, metrics = step(state, batch, jax.random.key(1), llm.params)  # donates `state`
+  assert float(metrics["group_kept_std"]) > 0 and np.isfinite(float(metrics["loss"]))
+  assert float(new.comp_weight) != weight  # the multiplier follows the kept fraction
   with pytest.raises(ValueError, match="count_levels"):
     ts_settings(sampler="sized_topk", logprob="sized_plackett_luce", ratio=0.2, count_levels=(0.1, 0.3))
   with pytest.raises(ValueError, match="sized_plackett_luce"):
     ts_settings(sampler="sized_topk", logprob="plackett_luce", count_levels=(0.1,))
+
+
+def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
+  """score_eval.tail: a fixed-k (gumbel_topk) policy gets an adaptive mode whose counts follow the tail
+  rule on its own keep logits, under score_eval.cap."""
+  from score_jax.compress.selection import tail_count
+  from score_jax.rl.train_step import policy_logits
+  c = smoke_config("/unused", tiny_embedded_model)
+  method = get_method(c)
+  policy = method.make_policy(c)
+  llm = load_frozen_llm(c.model, None)
+  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  assert method.keep_fn(c, policy, state.params).adaptive is None
+  c.score_eval.tail, c.score_eval.cap = 0.5, 0.5
+  n = llm.num_frames * llm.cfg.tokens_per_frame
+  visual = np.random.default_rng(0).normal(
+      size=(3, llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size)).astype(np.float32)
+  idx, valid = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
+  assert idx.shape[1] == prefill_budget(n, 0.5)
+  want = tail_count(policy_logits(policy, state.params, visual), 0.5, prefill_budget(n, 0.5))
+  np.testing.assert_array_equal(np.asarray(valid).sum(-1), np.asarray(want))
+  assert 1 <= int(np.asarray(want).min()) < prefill_budget(n, 0.5)
 
 
 def ts_settings(**kw):

@@ -56,8 +56,12 @@ def keep_fn(config, policy, params) -> KeepPolicy:
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
 
+  inference = config.get("score_eval", {})
+  tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or s.ratio
+
   def adaptive(features, n):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     counts = s.counts(n) if s.sampler == "sized_topk" else ()
-    return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, s.ratio), *q, counts=counts)
-  return KeepPolicy(select, s.position_mode, adaptive if s.adaptive else None)
+    return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, cap), *q, counts=counts,
+                                   tail=tail)
+  return KeepPolicy(select, s.position_mode, adaptive if s.adaptive or tail else None)

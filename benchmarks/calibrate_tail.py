@@ -1,0 +1,52 @@
+"""The `score_eval.tail` at which a trained SCORE policy keeps a target mean retention, found on
+*training* videos of the generated world (never the held-out ones), for adaptive inference.
+
+    python benchmarks/calibrate_tail.py --checkpoint=workdirs/curriculum --target=0.095 --cap=0.2
+    python -m score_jax.eval --config=experiments/curriculum.py --checkpoint=workdirs/curriculum \\
+        --config.score_eval.tail=<printed> --config.score_eval.cap=0.2
+
+Each video then keeps the fewest top-scored tokens that leave at most `tail` of the policy's
+softmax probability outside (`selection.tail_count`), at most `cap` of its tokens.
+"""
+from __future__ import annotations
+
+from absl import app, flags
+import jax.numpy as jnp
+import numpy as np
+
+from score_jax import eval as eval_lib, run_ledger
+from score_jax.compress.selection import budget, calibrate_tail, tail_count
+from score_jax.data.pipeline import make_iterator
+from score_jax.embedded.world_text import WORLD
+from score_jax.frozen_llm import load_frozen_llm
+from score_jax.rl import train_step as ts
+from score_jax.train import model_inputs
+from score_jax.world.sources import WorldSource
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a SCORE training workdir", required=True)
+_TARGET = flags.DEFINE_float("target", 0.095, "mean retention to reach (at most)")
+_CAP = flags.DEFINE_float("cap", 0.2, "largest retention of one video")
+_SAMPLES = flags.DEFINE_integer("samples", 512, "training videos to calibrate on")
+
+
+def main(argv):
+  del argv
+  config = run_ledger.effective_config(eval_lib.resolve_checkpoint(_CHECKPOINT.value)[0])
+  llm = load_frozen_llm(config.model, None)
+  _, _, policy, params = eval_lib.load_policy_params(_CHECKPOINT.value, llm)
+  src = WorldSource(WORLD, kind="video", split="train", size=_SAMPLES.value)
+  logits = []
+  for b in make_iterator(src, 32, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, num_threads=2):
+    b = model_inputs(b, llm)
+    visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
+    logits.append(np.asarray(ts.policy_logits(policy, params, visual)))
+  logits = jnp.asarray(np.concatenate(logits))
+  k_max = budget(logits.shape[-1], _CAP.value)
+  tail = calibrate_tail(logits, _TARGET.value, k_max)
+  kept = np.asarray(tail_count(logits, tail, k_max)) / logits.shape[-1]
+  print(f"score_eval.tail={tail:.6g}  (on {len(kept)} training videos: retention {kept.mean():.4f} "
+        f"± {kept.std():.4f}, min {kept.min():.3f}, max {kept.max():.3f}; cap {_CAP.value})")
+
+
+if __name__ == "__main__":
+  app.run(main)

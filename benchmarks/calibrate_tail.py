@@ -34,6 +34,9 @@ def main(argv):
   config = run_ledger.effective_config(eval_lib.resolve_checkpoint(_CHECKPOINT.value)[0])
   llm = load_frozen_llm(config.model, None)
   _, _, policy, params = eval_lib.load_policy_params(_CHECKPOINT.value, llm)
+  if config.method != "score" or getattr(policy, "query_conditioned", False):
+    raise SystemExit(f"error: {_CHECKPOINT.value} is not a question-blind SCORE run; the tail rule is calibrated "
+                     "on SCORE's video-only keep logits.")
   src = WorldSource(WORLD, kind="video", split="train", size=_SAMPLES.value)
   logits = []
   for b in make_iterator(src, 32, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, num_threads=2):

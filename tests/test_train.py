@@ -232,6 +232,9 @@ def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
   want = tail_count(policy_logits(policy, state.params, visual), 0.5, prefill_budget(n, 0.5))
   np.testing.assert_array_equal(np.asarray(valid).sum(-1), np.asarray(want))
   assert 1 <= int(np.asarray(want).min()) < prefill_budget(n, 0.5)
+  c.score_eval.tail = 1.5
+  with pytest.raises(ValueError, match="score_eval.tail"):
+    method.keep_fn(c, policy, state.params)
 
 
 def ts_settings(**kw):

@@ -58,6 +58,10 @@ def keep_fn(config, policy, params) -> KeepPolicy:
 
   inference = config.get("score_eval", {})
   tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or s.ratio
+  if not 0.0 <= tail < 1.0:
+    raise ValueError(f"score_eval.tail={tail} must be in [0, 1) (0: off).")
+  if not 0.0 < cap <= 1.0:
+    raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
 
   def adaptive(features, n):
     q = [features.get(name) for name in ts.QUESTION_KEYS]

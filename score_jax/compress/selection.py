@@ -54,24 +54,33 @@ def level_count(count_logits: jnp.ndarray, counts: tuple[int, ...], k_max: int) 
   return jnp.clip(jnp.round(mean), 1, k_max).astype(jnp.int32)
 
 
-def tail_count(logits: jnp.ndarray, tail: float, k_max: int) -> jnp.ndarray:
-  """A scorer's own budget for each row: the fewest highest-scoring tokens that leave at most `tail`
-  of the softmax(logits) probability outside, clipped to [1, k_max]: peaked scores keep few tokens,
-  flat ones many. Computed in log space, so tails far below float precision (1e-12) work."""
+def _tail_log_mass(logits: jnp.ndarray) -> jnp.ndarray:
+  """[..., N]: out[..., c] = log of the softmax(logits) probability outside the c highest-scoring tokens."""
   from score_jax.rl.sampling import reverse_cumlogsumexp
   ranked = jnp.sort(logits.astype(jnp.float32), axis=-1)[..., ::-1]
-  left = reverse_cumlogsumexp(ranked) - jax.nn.logsumexp(ranked, axis=-1, keepdims=True)  # log mass of ranked[c:]
-  return jnp.clip(jnp.sum(left > math.log(tail), axis=-1), 1, k_max).astype(jnp.int32)
+  return reverse_cumlogsumexp(ranked) - jax.nn.logsumexp(ranked, axis=-1, keepdims=True)
+
+
+def _count_above(log_mass: jnp.ndarray, tail: float, k_max: int) -> jnp.ndarray:
+  return jnp.clip(jnp.sum(log_mass > math.log(tail), axis=-1), 1, k_max).astype(jnp.int32)
+
+
+def tail_count(logits: jnp.ndarray, tail: float, k_max: int) -> jnp.ndarray:
+  """A scorer's own budget for each row: the fewest highest-scoring tokens that leave at most `tail`
+  (a Python float) of the softmax(logits) probability outside, clipped to [1, k_max]: peaked scores
+  keep few tokens, flat ones many. Computed in log space, so tails far below float precision work."""
+  return _count_above(_tail_log_mass(logits), tail, k_max)
 
 
 def calibrate_tail(logits: jnp.ndarray, target: float, k_max: int, iters: int = 60) -> float:
   """The tail at which `tail_count` keeps a mean retention of at most `target` over the rows of
   logits [R, N] (bisection on log10(tail) in [-40, 0]; more tail, fewer tokens)."""
   n = logits.shape[-1]
+  log_mass = _tail_log_mass(logits)  # sorted once; each bisection step only counts
   lo, hi = -40.0, 0.0  # retention(10**hi) <= target is what is kept
   for _ in range(iters):
     mid = (lo + hi) / 2
-    if float(jnp.mean(tail_count(logits, 10.0 ** mid, k_max))) / n <= target:
+    if float(jnp.mean(_count_above(log_mass, 10.0 ** mid, k_max))) / n <= target:
       hi = mid
     else:
       lo = mid

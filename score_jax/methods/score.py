@@ -31,7 +31,20 @@ def uses_question(config) -> bool:
 
 
 def settings(config) -> ts.RLSettings:
+  """The RL settings; `score_eval` is checked here too, so that a bad value stops a run before training."""
+  adaptive_inference(config)
   return ts.RLSettings(**config.rl.to_dict())
+
+
+def adaptive_inference(config) -> tuple[float, float]:
+  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio) of the tail rule (`keep_fn`), checked."""
+  inference = config.get("score_eval", {})
+  tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or float(config.rl.ratio)
+  if not 0.0 <= tail < 1.0:
+    raise ValueError(f"score_eval.tail={tail} must be in [0, 1) (0: off).")
+  if not 0.0 < cap <= 1.0:
+    raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
+  return tail, cap
 
 
 def init_state(config, policy, tx, llm, key, mesh=None) -> ts.TrainState:
@@ -48,20 +61,16 @@ def make_train_step(config, policy, llm, tx, mesh):
 
 
 def keep_fn(config, policy, params) -> KeepPolicy:
-  """Inference: `fixed` top-k at any ratio; for a keep/drop policy also `adaptive` (its own budget
-  per video under the training cap `rl.ratio`); positions as the policy was trained (`rl.position_mode`)."""
+  """Inference: `fixed` top-k at any ratio; for an adaptive sampler, or with `score_eval.tail`, also
+  `adaptive` (its own budget per video under `score_eval.cap`, default the training cap `rl.ratio`);
+  positions as the policy was trained (`rl.position_mode`)."""
   s = settings(config)
 
   def select(features, k):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
 
-  inference = config.get("score_eval", {})
-  tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or s.ratio
-  if not 0.0 <= tail < 1.0:
-    raise ValueError(f"score_eval.tail={tail} must be in [0, 1) (0: off).")
-  if not 0.0 < cap <= 1.0:
-    raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
+  tail, cap = adaptive_inference(config)
 
   def adaptive(features, n):
     q = [features.get(name) for name in ts.QUESTION_KEYS]

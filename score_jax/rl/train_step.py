@@ -292,8 +292,9 @@ def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, questi
                          tail: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Adaptive inference: each video keeps its own number of tokens, the highest-scoring ones, at most
   `k_max`: with `tail` > 0 the fewest that leave at most that much softmax probability outside
-  (`selection.tail_count`, any scorer); else with `counts` (a sized_topk policy's level counts) round(sum_l P(level l) * counts[l])
-  from its count head; else round(sum sigmoid(logits)) (a keep/drop policy). Returns
+  (`selection.tail_count`, any scorer); else with `counts` (a sized_topk policy's level counts)
+  round(sum_l P(level l) * counts[l]) from its count head; else round(sum sigmoid(logits)) (a keep/drop
+  policy). Returns
   (indices [B, k_max], valid [B, k_max]) in the padded layout of `selection.variable_topk`."""
   from score_jax.compress.selection import expected_count, level_count, tail_count, variable_topk
   logits, count_logits = policy_outputs(policy, params, visual, question, question_mask)

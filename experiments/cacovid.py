@@ -47,11 +47,14 @@ def get_config():
   c.cacovid.position_mode = "original"
   c.cacovid.logprob = "per_token"    # PPO ratio: the authors' per-token keep/drop, or "ocss_exact" (per rollout)
   c.cacovid.task_reward = "correct"  # rollout reward: the authors' 0/1, or SCORE's "correct+margin" / "margin"
+  c.cacovid.advantage_groups = "sample"  # the authors' (all remembered rollouts), or "sample_rate" (per rate)
 
   c.cacovid_eval = ml_collections.ConfigDict()
   # Share of the budget given by the per-frame scores; the rest is uniform (the authors: 0.5). 1.0 on the
   # embedded world, where uniform tokens are guesses: +6 points at 25% (BUILD_NOTES.md, issue 13).
   c.cacovid_eval.imp = 1.0
+  # Largest share of a frame's tokens its quota may take; 0: the authors' 1.5 * rate (2 of 16 tokens at 10%).
+  c.cacovid_eval.max_frame_share = 0.0
   c.blind_filter = True              # drop training samples the frozen LLM answers right with no video
   c.optim.learning_rate = 1e-3
   return c

@@ -71,6 +71,7 @@ def test_step_compiles_once_and_runs():
   # every remembered token rollout keeps its own sample's k tokens per frame; slots 0-2 hold the third visit
   np.testing.assert_array_equal(kept, [[2 * T] * 6, [T] * 3 + [2 * T] * 3])
   np.testing.assert_array_equal(memory.token_levels, [[4] * 6, [3] * 3 + [4] * 3])
+  np.testing.assert_array_equal(memory.frame_levels, [[4] * 4, [3] * 2 + [4] * 2])  # frame rollouts' rungs too
   assert np.all(np.asarray(memory.frame_masks).sum(-1) == 1)  # n_f = ceil(4 * 0.125) = 1 frame
   assert 0.0 < float(metrics["reward_token"]) < 1.0  # this seed gives mixed rewards, hence a gradient
   assert float(metrics["grad_norm"]) > 0.0
@@ -138,6 +139,31 @@ def test_exact_loss_raises_the_probability_of_good_rollouts():
   assert delta[good].mean() > 0 > delta[~good].mean()
   fr_delta = np.asarray(lf_new - lf_old)
   assert fr_delta[0] > 0 > fr_delta[1]
+
+
+def test_per_rate_advantage_groups_compare_rollouts_of_one_rate():
+  # advantage_groups="sample_rate": a rollout drawn at the lower rate is judged against that rate's rollouts only,
+  # so the loss differs from the pooled one when rates mix, and equals it when every rollout has one rate
+  t, p, c = 2, 8, 8
+  shapes = ((1, 4), (2, 2))
+  rng = np.random.default_rng(0)
+  old_tok = jnp.asarray(rng.normal(size=(1, t, p)), jnp.float32)
+  old_fr = jnp.asarray(rng.normal(size=(1, t)), jnp.float32)
+  masks = jnp.asarray(rng.random((1, c, t * p)) < 0.3)
+  rewards = jnp.array([[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+  frame_masks = jnp.array([[[True, False], [False, True]]])
+
+  def loss(groups, levels):
+    settings = CaCoVIDSettings(base_ratio=0.25, token_rollouts=4, frame_rollouts=2, advantage_groups=groups)
+    mem = _memory_with(masks, rewards, levels, old_tok, old_fr, frame_masks, jnp.array([[1.0, 0.0]]))
+    return float(cacovid_loss(old_tok + 0.5, old_fr, mem, settings, shapes, 1)[0])
+
+  mixed = jnp.array([[0] * 4 + [1] * 4])
+  assert loss("sample_rate", mixed) != pytest.approx(loss("sample", mixed), abs=1e-6)
+  one = jnp.ones((1, c), jnp.int32)
+  assert loss("sample_rate", one) == pytest.approx(loss("sample", one), abs=1e-6)
+  with pytest.raises(ValueError, match="advantage_groups"):
+    CaCoVIDSettings(advantage_groups="rate")
 
 
 @pytest.mark.slow

@@ -76,3 +76,5 @@ def test_memory_records_the_rung_of_each_token_rollout():
   np.testing.assert_array_equal(mem.token_levels, [[1, 1, 1, 0], [4, 4, 4, 0]])
   mem = append(mem, masks[:, :2], jnp.zeros((2, 2)), jnp.array([2, 3]))  # wraps: slots 3, 0
   np.testing.assert_array_equal(mem.token_levels, [[2, 1, 1, 2], [3, 4, 4, 3]])
+  mem = jax.jit(dr.append_frame)(mem, jnp.ones((2, 2, 2), bool), jnp.zeros((2, 2)), jnp.array([0, 2]))
+  np.testing.assert_array_equal(mem.frame_levels, [[0, 0], [2, 2]])  # frame rollouts record theirs too

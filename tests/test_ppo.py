@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_jax.rl.ppo import group_advantage, keep_drop_kl, keep_drop_ppo_loss, keep_drop_weights, rollout_ppo_loss
+from score_jax.rl.ppo import group_advantage, group_advantage_by, keep_drop_kl, keep_drop_ppo_loss, keep_drop_weights, rollout_ppo_loss
 
 LOSS = jax.jit(keep_drop_ppo_loss, static_argnames=("eps_low", "eps_high", "reweight", "kl_coef"))
 
@@ -27,6 +27,18 @@ def test_group_advantage_unbiased_std_and_validity():
   m, s = 2 / 3, np.std([1, 0, 1], ddof=1)
   np.testing.assert_allclose(a[0], [(1 - m) / (s + 1e-4), -m / (s + 1e-4), (1 - m) / (s + 1e-4), 0.0], rtol=1e-5)
   np.testing.assert_allclose(a[1, 2:], 0.0)
+
+
+def test_group_advantage_by_compares_rollouts_within_their_group():
+  r = jnp.array([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 7.0]])
+  groups = jnp.array([[0, 0, 0, 2, 2, 2, 0]])
+  valid = jnp.array([[True] * 6 + [False]])
+  a = group_advantage_by(r, valid, groups, num_groups=3)
+  np.testing.assert_allclose(a[0, :3], group_advantage(r[:, :3])[0], rtol=1e-6)
+  np.testing.assert_allclose(a[0, 3:6], group_advantage(r[:, 3:6])[0], rtol=1e-6)
+  assert float(a[0, 6]) == 0.0  # invalid
+  # pooled, the same rewards give the second group's correct rollout another advantage
+  assert not np.isclose(float(a[0, 5]), float(group_advantage(r, valid)[0, 5]))
 
 
 def test_keep_drop_weights():

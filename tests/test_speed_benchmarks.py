@@ -35,6 +35,7 @@ def table(stdout: str, first_header: str) -> tuple[list[str], list[list[str]]]:
   return cells(lines[start]), body
 
 
+@pytest.mark.slow  # ~13 s; keeps the default run under 15 minutes
 def test_prefill_vs_reference_smoke():
   pytest.importorskip("torch")
   pytest.importorskip("transformers")
@@ -61,6 +62,7 @@ def test_prefill_vs_reference_smoke():
   assert all(float(r[2]) == pytest.approx(2 * 64 ** 3 / float(r[1]) / 1e9, rel=0.01, abs=0.05) for r in rates)
 
 
+@pytest.mark.slow  # ~25 s; keeps the default run under 15 minutes
 def test_rl_step_smoke():
   stdout = run_script("rl_step.py", f"--config={os.path.join(REPO, 'experiments', 'smoke.py')}",
                       "--config.batch_size=2", "--config.rl.group_size=3", "--repeats=1")

@@ -43,6 +43,7 @@ def test_train_step_compiles_once(tiny_embedded_model):
   assert max(jax.tree_util.tree_leaves(moved)) > 0
 
 
+@pytest.mark.slow  # ~20 s; an option, not the default
 def test_entropy_bonus_raises_the_keep_entropy(tiny_embedded_model):
   """One update from the same state and rollouts: with a large entropy_coef the keep logits end up
   flatter (higher softmax entropy) than without it."""
@@ -179,6 +180,7 @@ def prefill_budget(n, ratio):
   return budget(n, ratio)
 
 
+@pytest.mark.slow  # ~11 s; the sized sampler itself is in test_sampling.py
 def test_sized_score_steps_and_keeps_its_own_budget(tiny_embedded_model):
   """Adaptive SCORE with a count head (`sized_topk`): a train step's rollouts differ in size within a
   group, the count head moves, and the adaptive mode keeps each video's expected level count under the

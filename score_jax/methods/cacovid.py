@@ -69,11 +69,14 @@ def make_train_step(config, policy, llm, tx, mesh):
 
 
 def keep_fn(config, policy, params):
-  imp = config.cacovid_eval.imp if "cacovid_eval" in config else 0.5
+  ev = config.get("cacovid_eval", {})
+  imp = ev.get("imp", 0.5)
+  share = ev.get("max_frame_share", 0.0) or None  # 0: the authors' 1.5 * rate
 
   @functools.partial(jax.jit, static_argnums=(3,))
   def keep(params, visual, question, k_ratio, question_mask):
-    return cacovid_inference.policy_keep_indices(policy, params, visual, question, question_mask, k_ratio, imp)
+    return cacovid_inference.policy_keep_indices(policy, params, visual, question, question_mask, k_ratio, imp,
+                                                 share)
 
   def select(features, k):
     b, t, p, _ = features["visual"].shape

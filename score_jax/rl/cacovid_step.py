@@ -12,7 +12,8 @@
 3. one batched prefill per rollout -> rewards: multiple-choice correctness (0/1, the authors'), or
    `settings.task_reward` as SCORE's (`train_step.task_reward`); rates move by correctness either way;
 4. token and frame rollouts (and the rung of each) are appended to the replay memory; advantages
-   (R - mean) / (std + 1e-4) over everything remembered of each kind; then `settings.logprob`:
+   (R - mean) / (std + 1e-4) over everything remembered of each kind (`advantage_groups="sample_rate"`: over
+   the remembered rollouts of the same kind and rate); then `settings.logprob`:
    "per_token" (the authors'): per-token PPO (re-weighted) + per-frame PPO, optional KL to uniform;
    "ocss_exact": one clipped ratio per rollout, exp(log P_new(mask) - log P_old(mask)) with the exact
    probability of the keep mask under OCSS (token rollouts, at the rung each was drawn at) and of the frame
@@ -38,13 +39,14 @@ from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.rl import dynamic_ratio as dr
 from score_jax.rl import ocss
 from score_jax.rl import rewards as rew
-from score_jax.rl.ppo import group_advantage, keep_drop_kl, keep_drop_ppo_loss, rollout_ppo_loss
+from score_jax.rl.ppo import group_advantage, group_advantage_by, keep_drop_kl, keep_drop_ppo_loss, rollout_ppo_loss
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import MaskSample
 from score_jax.rl.train_step import TASK_REWARDS, TrainState, task_reward
 
 
 LOGPROBS = ("per_token", "ocss_exact")
+ADVANTAGE_GROUPS = ("sample", "sample_rate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,7 @@ class CaCoVIDSettings:
   position_mode: str = "original"
   logprob: str = "per_token"
   task_reward: str = "correct"  # the authors' 0/1; "correct+margin" / "margin" as SCORE's (rl/train_step.py)
+  advantage_groups: str = "sample"  # the authors': all of a sample's remembered rollouts; "sample_rate": per rate
 
   def __post_init__(self):
     if not 0.0 < self.base_ratio <= 1.0:
@@ -79,6 +82,8 @@ class CaCoVIDSettings:
       raise ValueError("visits and ppo_epochs must be >= 1.")
     if self.logprob not in LOGPROBS:
       raise ValueError(f"cacovid.logprob={self.logprob!r}; expected one of {LOGPROBS}.")
+    if self.advantage_groups not in ADVANTAGE_GROUPS:
+      raise ValueError(f"cacovid.advantage_groups={self.advantage_groups!r}; expected one of {ADVANTAGE_GROUPS}.")
     if self.task_reward not in TASK_REWARDS:
       raise ValueError(f"cacovid.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
 
@@ -121,8 +126,13 @@ def cacovid_loss(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, memory: d
   the (k, l) of every ladder rung (`ocss.rung_shapes`), `n_frames` the frames of a frame-mode rollout."""
   s = settings
   b, t, p = token_logits.shape
-  adv_tok = group_advantage(memory.token_rewards, memory.token_valid)
-  adv_fr = group_advantage(memory.frame_rewards, memory.frame_valid)
+  if s.advantage_groups == "sample_rate":  # a rollout at a lower rate is compared only with its own rate's
+    rungs = len(shapes)
+    adv_tok = group_advantage_by(memory.token_rewards, memory.token_valid, memory.token_levels, rungs)
+    adv_fr = group_advantage_by(memory.frame_rewards, memory.frame_valid, memory.frame_levels, rungs)
+  else:
+    adv_tok = group_advantage(memory.token_rewards, memory.token_valid)
+    adv_fr = group_advantage(memory.frame_rewards, memory.frame_valid)
   old_tok = jax.lax.stop_gradient(memory.old_token_logits).reshape(b, t, p)
   old_fr = jax.lax.stop_gradient(memory.old_frame_logits)
   if s.logprob == "ocss_exact":
@@ -191,7 +201,7 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
     r_tok, r_fr = reward[:, c0:c0 + s.token_rollouts], reward[:, c0 + s.token_rollouts:]
     correct_tok = correct[:, c0:c0 + s.token_rollouts]
     memory = dr.append_token(memory, token_s.mask, r_tok, levels)
-    memory = dr.append_frame(memory, frame_mask, r_fr)
+    memory = dr.append_frame(memory, frame_mask, r_fr, levels)
 
     def loss_fn(params):
       new = apply(params)

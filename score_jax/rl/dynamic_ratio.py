@@ -94,6 +94,7 @@ class ReplayMemory:
   frame_masks: jnp.ndarray    # bool [..., C_frame, T]
   frame_rewards: jnp.ndarray  # f32 [..., C_frame]
   frame_valid: jnp.ndarray    # bool [..., C_frame]
+  frame_levels: jnp.ndarray   # int32 [..., C_frame]: rung of the sample when each frame rollout was drawn
   token_count: jnp.ndarray    # int32 [...]: token rollouts appended so far (ring position = count % C)
   frame_count: jnp.ndarray    # int32 [...]
   old_token_logits: jnp.ndarray  # f32 [..., N]: policy logits of the first visit
@@ -111,7 +112,7 @@ def init_memory(token_capacity: int, frame_capacity: int, n_tokens: int, n_frame
       token_masks=z(token_capacity, n_tokens, dt=bool), token_rewards=z(token_capacity),
       token_valid=z(token_capacity, dt=bool), token_levels=z(token_capacity, dt=jnp.int32), frame_masks=z(frame_capacity, n_frames, dt=bool),
       frame_rewards=z(frame_capacity), frame_valid=z(frame_capacity, dt=bool),
-      token_count=z(dt=jnp.int32), frame_count=z(dt=jnp.int32), old_token_logits=z(n_tokens),
+      frame_levels=z(frame_capacity, dt=jnp.int32), token_count=z(dt=jnp.int32), frame_count=z(dt=jnp.int32), old_token_logits=z(n_tokens),
       old_frame_logits=z(n_frames), has_old=z(dt=bool))
 
 
@@ -137,17 +138,24 @@ def append_token(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray,
                  levels: jnp.ndarray | int = 0) -> ReplayMemory:
   """Append token rollouts (masks bool [..., G, N], rewards [..., G], rung int or int [...] / [..., G]);
   the oldest are overwritten when full."""
-  levels = jnp.asarray(levels, jnp.int32)
-  levels = levels[..., None] if levels.ndim == rewards.ndim - 1 else levels
+  levels = _per_rollout(levels, rewards)
   m, r, v, c, lv = _ring_write(mem.token_masks, mem.token_rewards, mem.token_valid, mem.token_count, masks, rewards,
                                mem.token_levels, levels)
   return mem.replace(token_masks=m, token_rewards=r, token_valid=v, token_count=c, token_levels=lv)
 
 
-def append_frame(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray) -> ReplayMemory:
-  """Append frame rollouts (frame keep masks bool [..., G, T], rewards [..., G])."""
-  m, r, v, c, _ = _ring_write(mem.frame_masks, mem.frame_rewards, mem.frame_valid, mem.frame_count, masks, rewards)
-  return mem.replace(frame_masks=m, frame_rewards=r, frame_valid=v, frame_count=c)
+def append_frame(mem: ReplayMemory, masks: jnp.ndarray, rewards: jnp.ndarray,
+                 levels: jnp.ndarray | int = 0) -> ReplayMemory:
+  """Append frame rollouts (frame keep masks bool [..., G, T], rewards [..., G], rung as `append_token`)."""
+  m, r, v, c, lv = _ring_write(mem.frame_masks, mem.frame_rewards, mem.frame_valid, mem.frame_count, masks, rewards,
+                               mem.frame_levels, _per_rollout(levels, rewards))
+  return mem.replace(frame_masks=m, frame_rewards=r, frame_valid=v, frame_count=c, frame_levels=lv)
+
+
+def _per_rollout(levels, rewards: jnp.ndarray) -> jnp.ndarray:
+  """A rung (int, [...] or [..., G]) as int32 broadcastable to rewards [..., G]."""
+  levels = jnp.asarray(levels, jnp.int32)
+  return levels[..., None] if levels.ndim == rewards.ndim - 1 else levels
 
 
 def set_old_logits(mem: ReplayMemory, token_logits: jnp.ndarray, frame_logits: jnp.ndarray) -> ReplayMemory:

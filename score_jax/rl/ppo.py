@@ -10,7 +10,8 @@ For rollout c with keep mask m_c [N] and advantage A_c:
 logp_old comes from the logits of the first pass over the sample (CaCoVID keeps them fixed while the
 sample is revisited), so it is given as logits, not per rollout.
 Advantages: A = (R - mean) / (std + 1e-4) over all rollouts of one kind of this sample (torch's
-unbiased std, ddof=1, as the authors' code; a constant group gets exactly 0).
+unbiased std, ddof=1, as the authors' code; a constant group gets exactly 0); `group_advantage_by` does the
+same within groups of rollouts (e.g. of one rate).
 `rollout_ppo_loss` is the alternative with one action per rollout: ratio = exp(log P_new(mask) - log P_old(mask))
 under the sampler that drew the mask (`ocss.ocss_set_logprob`, `ocss.frame_set_logprob`), same clip; a rollout
 impossible under the old policy (-inf) is left out. `keep_drop_kl` is the KL term of either.
@@ -39,6 +40,17 @@ def group_advantage(rewards: jnp.ndarray, valid: jnp.ndarray | None = None, eps:
   sq = jnp.sum(jnp.where(v, (r - mean) ** 2, 0.0), axis=-1, keepdims=True)
   std = jnp.sqrt(sq / jnp.maximum(n - ddof, 1))
   return jnp.where(v, (r - mean) / (std + eps), 0.0)
+
+
+def group_advantage_by(rewards: jnp.ndarray, valid: jnp.ndarray, groups: jnp.ndarray, num_groups: int,
+                       eps: float = 1e-4, ddof: int = 1) -> jnp.ndarray:
+  """`group_advantage` within each group id (int [..., C] in [0, num_groups)) of the last axis: rollouts
+  are compared only with the rollouts of their own group (e.g. the rate each was drawn at)."""
+  out = jnp.zeros(rewards.shape, jnp.float32)
+  for g in range(num_groups):
+    inside = valid.astype(bool) & (groups == g)
+    out = out + group_advantage(rewards, inside, eps, ddof)  # 0 outside the group
+  return out
 
 
 def keep_drop_weights(mask: jnp.ndarray) -> jnp.ndarray:

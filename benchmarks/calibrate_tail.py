@@ -6,7 +6,9 @@
         --config.score_eval.tail=<printed> --config.score_eval.cap=0.2
 
 Each video then keeps the fewest top-scored tokens that leave at most `tail` of the policy's
-softmax probability outside (`selection.tail_count`), at most `cap` of its tokens.
+softmax probability outside (`selection.tail_count`), at most `cap` of its tokens. `--lossy_fraction`
+of the calibration videos (default 0; the run's stage-2 mix is `data.lossy_fraction`, 0.5) pass through
+the H.264 round trip first, as that share of stage 2's training videos do.
 """
 from __future__ import annotations
 
@@ -16,17 +18,17 @@ import numpy as np
 
 from score_jax import eval as eval_lib, run_ledger
 from score_jax.compress.selection import budget, calibrate_tail, tail_count
-from score_jax.data.pipeline import make_iterator
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
 from score_jax.rl import train_step as ts
-from score_jax.train import model_inputs
+from score_jax.train import lossy_settings, ordered_batches
 from score_jax.world.sources import WorldSource
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "a SCORE training workdir", required=True)
 _TARGET = flags.DEFINE_float("target", 0.095, "mean retention to reach (at most)")
 _CAP = flags.DEFINE_float("cap", 0.2, "largest retention of one video")
 _SAMPLES = flags.DEFINE_integer("samples", 512, "training videos to calibrate on")
+_LOSSY = flags.DEFINE_float("lossy_fraction", 0.0, "share of them through the H.264 round trip first")
 
 
 def main(argv):
@@ -37,18 +39,21 @@ def main(argv):
   if config.method != "score" or getattr(policy, "query_conditioned", False):
     raise SystemExit(f"error: {_CHECKPOINT.value} is not a question-blind SCORE run; the tail rule is calibrated "
                      "on SCORE's video-only keep logits.")
-  src = WorldSource(WORLD, kind="video", split="train", size=_SAMPLES.value)
+  fraction = _LOSSY.value
+  if not 0.0 <= fraction <= 1.0:
+    raise SystemExit(f"error: --lossy_fraction={fraction} must be in [0, 1].")
+  src = WorldSource(WORLD, kind="video", split="train", size=_SAMPLES.value,
+                    lossy=lossy_settings(config, fraction) if fraction else None)
   logits = []
-  for b in make_iterator(src, 32, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, num_threads=2):
-    b = model_inputs(b, llm)
+  for _, b in ordered_batches(config, llm, src):
     visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
     logits.append(np.asarray(ts.policy_logits(policy, params, visual)))
   logits = jnp.asarray(np.concatenate(logits))
   k_max = budget(logits.shape[-1], _CAP.value)
   tail = calibrate_tail(logits, _TARGET.value, k_max)
   kept = np.asarray(tail_count(logits, tail, k_max)) / logits.shape[-1]
-  print(f"score_eval.tail={tail:.6g}  (on {len(kept)} training videos: retention {kept.mean():.4f} "
-        f"± {kept.std():.4f}, min {kept.min():.3f}, max {kept.max():.3f}; cap {_CAP.value})")
+  print(f"score_eval.tail={tail:.6g}  (on {len(kept)} training videos, {fraction:.0%} through H.264: "
+        f"retention {kept.mean():.4f} ± {kept.std():.4f}, min {kept.min():.3f}, max {kept.max():.3f}; cap {_CAP.value})")
 
 
 if __name__ == "__main__":

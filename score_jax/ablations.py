@@ -43,12 +43,10 @@ def ablated(config, name: str):
   overrides = overrides(config) if callable(overrides) else overrides
   c = config.copy_and_resolve_references()
   for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    if leaf not in node:
+    found = config_checks.dotted_parent(c, key)
+    if found is None:
       raise KeyError(f"Ablation {name!r} sets {key!r}, which the config does not have.")
+    node, leaf = found
     node[leaf] = value
   return c
 

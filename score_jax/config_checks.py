@@ -15,6 +15,18 @@ MODEL_KINDS = ("embedded", "hf")
 EVAL_SETS = ("clean", "h264")
 
 
+def dotted_parent(config, key: str):
+  """(the node that holds the last part of the dotted `key`, that part) in a nested config, or None when
+  any part of "a.b.c" is missing."""
+  *path, leaf = key.split(".")
+  node = config
+  for part in path:
+    if part not in node:
+      return None
+    node = node[part]
+  return (node, leaf) if leaf in node else None
+
+
 def parse_curriculum(spec: str) -> list[tuple[str, int]]:
   """"pseudo:150,video:350" -> [("pseudo", 150), ("video", 350)]; "jsonl:2000" trains on config.data.train_file,
   "images:200" on pseudo-videos of config.data.image_file."""

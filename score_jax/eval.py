@@ -110,12 +110,7 @@ def parse_inference(args: list[str]) -> dict:
 
 def has_setting(config, key: str) -> bool:
   """Whether `config` has the dotted `key` ("cacovid_eval.imp")."""
-  node = config
-  for part in key.split("."):
-    if part not in node:
-      return False
-    node = node[part]
-  return True
+  return config_checks.dotted_parent(config, key) is not None
 
 
 def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:

@@ -122,6 +122,14 @@ def eval_sets(config) -> tuple[str, ...]:
   return ("jsonl",) if config_checks.eval_source_kind(config) == "jsonl" else tuple(config.eval.sets)
 
 
+def ordered_batches(config, llm, source, preprocess=None):
+  """(grain batch, `model_inputs` of it) over `source` once, in order, `config.eval.batch_size` at a time."""
+  it = make_iterator(source, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
+                     num_threads=config.data.get("num_threads", 2))
+  for b in it:
+    yield b, model_inputs(b, llm, preprocess)
+
+
 def heldout_batches(config, llm, eval_set: str = "clean"):
   """Model-ready held-out batches: the generated world's held-out videos `config.eval.start` ...
   `start + samples - 1` (set "clean", or "h264": the same videos after an H.264 round trip), or with
@@ -135,10 +143,8 @@ def heldout_batches(config, llm, eval_set: str = "clean"):
   else:
     src = WorldSource(WORLD, kind="video", split="heldout", size=config.eval.samples,
                       start=config.eval.get("start", 0), lossy=lossy_settings(config) if eval_set == "h264" else None)
-  it = make_iterator(src, config.eval.batch_size, seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
-                     num_threads=config.data.get("num_threads", 2))
-  for b in it:
-    out = dict(model_inputs(b, llm, preprocess), **answer_reading.sample_texts(b))  # + option texts, task
+  for b, inputs in ordered_batches(config, llm, src, preprocess):
+    out = dict(inputs, **answer_reading.sample_texts(b))  # + option texts, task
     if "sample_index" in b and "question_type" in b:  # the generated world: ids and question types
       out["id"] = [f"world:{int(i)}" for i in b["sample_index"]]
       out["categories"] = [{"task": category_breakdown.WORLD_TASK, "question_type": str(q)}

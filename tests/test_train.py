@@ -1,5 +1,6 @@
 """End to end: the train entry point (both curriculum stages, checkpoints, eval), compile-once, resume."""
 import os
+import re
 import subprocess
 import sys
 
@@ -239,6 +240,19 @@ def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
   c.score_eval.tail = 1.5
   with pytest.raises(ValueError, match="score_eval.tail"):
     method.keep_fn(c, policy, state.params)
+
+
+def test_calibrate_tail_command_reaches_its_target_on_a_training_mix(uninterrupted):
+  """benchmarks/calibrate_tail.py on the smoke run: the printed tail keeps at most the target mean retention
+  on training videos, half of them through the H.264 round trip (`--lossy_fraction`)."""
+  out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "calibrate_tail.py"),
+                        f"--checkpoint={uninterrupted[0]}", "--target=0.1", "--cap=0.3", "--samples=16",
+                        "--lossy_fraction=0.5"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  m = re.search(r"score_eval.tail=(\S+) +\(on 16 training videos, 50% through H.264: retention (\S+) ± (\S+)",
+                out.stdout)
+  assert m, out.stdout
+  assert 0.0 < float(m.group(1)) <= 1.0 and 0.0 < float(m.group(2)) <= 0.1
 
 
 def ts_settings(**kw):

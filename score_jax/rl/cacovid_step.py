@@ -197,9 +197,9 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
                                           option_ids, s.position_mode)
     correct = rew.mc_correct(option_logp, batch["answer"][:, None])  # [B, G]
     reward = task_reward(s.task_reward, option_logp, batch["answer"][:, None])
-    c0 = s.content_rollouts
-    r_tok, r_fr = reward[:, c0:c0 + s.token_rollouts], reward[:, c0 + s.token_rollouts:]
-    correct_tok = correct[:, c0:c0 + s.token_rollouts]
+    c0, c1 = s.content_rollouts, s.content_rollouts + s.token_rollouts
+    kinds = lambda x: (x[:, c0:c1], x[:, c1:])  # (token rollouts, frame rollouts) of [B, G]
+    (r_tok, r_fr), (correct_tok, correct_fr) = kinds(reward), kinds(correct)
     memory = dr.append_token(memory, token_s.mask, r_tok, levels)
     memory = dr.append_frame(memory, frame_mask, r_fr, levels)
 
@@ -213,7 +213,7 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
       updates, opt_state = tx.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
     metrics = {
-        "loss": loss, "reward_token": correct_tok.mean(), "reward_frame": correct[:, c0 + s.token_rollouts:].mean(),
+        "loss": loss, "reward_token": correct_tok.mean(), "reward_frame": correct_fr.mean(),
         "reward_content": correct[:, 0].mean() if c0 else jnp.float32(jnp.nan),
         "token_correct_by_sample": correct_tok.mean(-1),
         "memory_reward": dr.mean_token_reward(memory).mean(), "tokens_kept": jnp.mean(k_row * t),

@@ -1,6 +1,7 @@
 """Can the CaCoVID policy find the question's target at all? Its architecture trained *with labels*.
 
-    python benchmarks/cacovid_capacity.py --config=experiments/cacovid.py [--steps=1500]
+    python benchmarks/cacovid_capacity.py --config=experiments/cacovid.py [--steps=1500] \
+        [--checkpoint=workdirs/cacovid]   # the same share for RL-trained CaCoVID policies, for comparison
 
 A diagnostic, never a way to train a shipped policy: a fresh `CaCoVIDPolicy` of the config's shape is
 trained by supervised cross-entropy to put each frame's softmax mass on the generator's target tokens
@@ -20,6 +21,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from score_jax import eval as eval_lib
 from score_jax.data.pipeline import make_iterator
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
@@ -33,6 +35,7 @@ _BATCH = flags.DEFINE_integer("batch", 16, "videos per step")
 _TRAIN = flags.DEFINE_integer("train", 2048, "training videos")
 _HELDOUT = flags.DEFINE_integer("heldout", 512, "held-out videos")
 _EVERY = flags.DEFINE_integer("every", 300, "report every this many steps")
+_CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "CaCoVID training workdirs to report the same share for")
 
 
 def gather(llm, split: str, n: int) -> dict:
@@ -60,6 +63,11 @@ def top1_on_target(token_logits: np.ndarray, target: np.ndarray, types: np.ndarr
   return {t: float(share[types == t].mean()) for t in sorted(set(types))}
 
 
+def report(name: str, share: dict[str, float]) -> None:
+  print(f"{name}: held-out frames whose top token is on the target: "
+        + ", ".join(f"{t} {v:.2f}" for t, v in share.items()), flush=True)
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -68,8 +76,14 @@ def main(argv):
   llm = load_frozen_llm(config.model, None)
   t0 = time.time()
   train, held = gather(llm, "train", _TRAIN.value), gather(llm, "heldout", _HELDOUT.value)
-  policy = get_method(config).make_policy(config)
   keys = ("visual", "question", "question_mask")
+  for path in _CHECKPOINT.value:
+    run_config, _, trained, trained_params = eval_lib.load_policy_params(path, llm)
+    if run_config.method != "cacovid":
+      raise SystemExit(f"error: {path} is a {run_config.method!r} run, not CaCoVID.")
+    logits = trained.apply({"params": trained_params}, *(jnp.asarray(held[k]) for k in keys)).token
+    report(f"RL-trained {path}", top1_on_target(np.asarray(logits), held["target"], held["type"]))
+  policy = get_method(config).make_policy(config)
   params = policy.init(jax.random.key(config.seed), *(jnp.asarray(train[k][:2]) for k in keys))["params"]
   tx = optax.adam(config.optim.learning_rate)
   opt = tx.init(params)
@@ -96,8 +110,7 @@ def main(argv):
     if s % _EVERY.value == 0 or s == _STEPS.value:
       share = top1_on_target(np.asarray(logits_of(params, *(jnp.asarray(held[k]) for k in keys))),
                              held["target"], held["type"])
-      print(f"step {s}: loss {float(loss):.3f}; held-out frames whose top token is on the target: "
-            + ", ".join(f"{t} {v:.2f}" for t, v in share.items()), flush=True)
+      report(f"step {s}: loss {float(loss):.3f}", share)
 
 
 if __name__ == "__main__":

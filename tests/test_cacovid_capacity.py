@@ -36,4 +36,4 @@ def test_capacity_script_runs_at_smoke_size():
                         f"--config={os.path.join(REPO, 'experiments', 'cacovid.py')}", "--train=32", "--heldout=16",
                         "--steps=4", "--every=2", "--batch=4"], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert len(re.findall(r"^step [24]: loss \S+; held-out frames", out.stdout, re.M)) == 2, out.stdout
+  assert len(re.findall(r"^step [24]: loss \S+: held-out frames", out.stdout, re.M)) == 2, out.stdout

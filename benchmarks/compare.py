@@ -93,7 +93,7 @@ def main(argv):
   policies = {}
   for arg, own in zip(_CHECKPOINTS.value, run_configs):
     name, path = eval_lib.split_checkpoint_arg(arg)
-    mine = {k: v for k, v in inference.items() if eval_lib.has_setting(own, k)}
+    mine = {k: v for k, v in inference.items() if eval_lib.takes_inference(own, k)}
     run_config, select = eval_lib.load_policy(path, llm, mine)
     policies[name or run_config.method] = select
   results = train_lib.evaluate_and_report(config, llm, policies, baselines, ratios, out)

@@ -113,9 +113,22 @@ def has_setting(config, key: str) -> bool:
   return config_checks.dotted_parent(config, key) is not None
 
 
+# The method each inference section belongs to: a run recorded before its method's section existed takes
+# that section's settings too (e.g. `score_eval.tail` on a SCORE run trained before the tail rule).
+INFERENCE_SECTIONS = {"cacovid_eval": "cacovid", "score_eval": "score"}
+
+
+def takes_inference(config, key: str) -> bool:
+  """Whether the trained policy of run `config` takes the inference setting `key`: its config has it, or
+  the run predates the whole section of its own method (then the method's defaults fill the rest)."""
+  section = key.split(".")[0]
+  return has_setting(config, key) or (section not in config
+                                      and INFERENCE_SECTIONS.get(section) == config.get("method"))
+
+
 def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:
-  """Keys of `inference` that none of the trained policies' own configs has (a typo, or no such policy)."""
-  return [k for k in inference if not any(has_setting(c, k) for c in run_configs)]
+  """Keys of `inference` that none of the trained policies takes (a typo, or no such policy)."""
+  return [k for k in inference if not any(takes_inference(c, k) for c in run_configs)]
 
 
 def load_policy(path: str, llm, overrides: dict | None = None):

@@ -107,6 +107,9 @@ def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, **{"rl.entropy_coef": -0.1}))
   with pytest.raises(ValueError, match="score_eval.tail"):  # an inference setting, checked before training
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, **{"score_eval.tail": 2.0}))
+  with pytest.raises(ValueError, match="cacovid_eval.max_frame_share"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke",
+                                 **{"cacovid_eval.max_frame_share": 1.5}))
   with pytest.raises(ValueError, match="curriculum"):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, curriculum="pseudo:3,movies:2"))
   with pytest.raises(ValueError, match="config.method"):

@@ -35,7 +35,20 @@ def uses_question(config) -> bool:
 
 
 def settings(config) -> cs.CaCoVIDSettings:
+  """The RL settings; `cacovid_eval` is checked here too, so that a bad value stops a run before training."""
+  inference(config)
   return cs.CaCoVIDSettings(**config.cacovid.to_dict())
+
+
+def inference(config) -> tuple[float, float | None]:
+  """(cacovid_eval.imp, cacovid_eval.max_frame_share or None for the authors' 1.5 * rate), checked."""
+  ev = config.get("cacovid_eval", {})
+  imp, share = float(ev.get("imp", 0.5)), float(ev.get("max_frame_share", 0.0))
+  if not 0.0 <= imp <= 1.0:
+    raise ValueError(f"cacovid_eval.imp={imp} must be in [0, 1].")
+  if not 0.0 <= share <= 1.0:
+    raise ValueError(f"cacovid_eval.max_frame_share={share} must be in [0, 1] (0: the authors' 1.5 * rate).")
+  return imp, share or None
 
 
 def init_state(config, policy, tx, llm, key, mesh=None):
@@ -69,9 +82,7 @@ def make_train_step(config, policy, llm, tx, mesh):
 
 
 def keep_fn(config, policy, params):
-  ev = config.get("cacovid_eval", {})
-  imp = ev.get("imp", 0.5)
-  share = ev.get("max_frame_share", 0.0) or None  # 0: the authors' 1.5 * rate
+  imp, share = inference(config)
 
   @functools.partial(jax.jit, static_argnums=(3,))
   def keep(params, visual, question, k_ratio, question_mask):

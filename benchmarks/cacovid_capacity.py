@@ -22,11 +22,10 @@ import numpy as np
 import optax
 
 from score_jax import eval as eval_lib
-from score_jax.data.pipeline import make_iterator
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
 from score_jax.methods import get_method
-from score_jax.train import model_inputs
+from score_jax.train import ordered_batches
 from score_jax.world.sources import WorldSource
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a CaCoVID experiment config", lock_config=False)
@@ -38,12 +37,11 @@ _EVERY = flags.DEFINE_integer("every", 300, "report every this many steps")
 _CHECKPOINT = flags.DEFINE_multi_string("checkpoint", [], "CaCoVID training workdirs to report the same share for")
 
 
-def gather(llm, split: str, n: int) -> dict:
+def gather(config, llm, split: str, n: int) -> dict:
   """Visual tokens, question embeddings and mask, oracle target mask [n, T, P] and question types."""
   src = WorldSource(WORLD, kind="video", split=split, size=n)
   out = {k: [] for k in ("visual", "question", "question_mask", "target", "type")}
-  for raw in make_iterator(src, 64, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, num_threads=2):
-    b = model_inputs(raw, llm)
+  for raw, b in ordered_batches(config, llm, src):
     visual = np.asarray(llm.encode(llm.params, b["frames"]))
     q = llm.question_features(b["suffix"], b["suffix_len"])
     out["visual"].append(visual)
@@ -75,7 +73,7 @@ def main(argv):
     raise SystemExit(f"error: --config is a {config.method!r} experiment; this probes the CaCoVID policy.")
   llm = load_frozen_llm(config.model, None)
   t0 = time.time()
-  train, held = gather(llm, "train", _TRAIN.value), gather(llm, "heldout", _HELDOUT.value)
+  train, held = gather(config, llm, "train", _TRAIN.value), gather(config, llm, "heldout", _HELDOUT.value)
   keys = ("visual", "question", "question_mask")
   for path in _CHECKPOINT.value:
     run_config, _, trained, trained_params = eval_lib.load_policy_params(path, llm)

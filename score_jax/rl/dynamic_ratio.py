@@ -110,9 +110,10 @@ def init_memory(token_capacity: int, frame_capacity: int, n_tokens: int, n_frame
   z = lambda *s, dt=jnp.float32: jnp.zeros(batch_shape + s, dt)
   return ReplayMemory(
       token_masks=z(token_capacity, n_tokens, dt=bool), token_rewards=z(token_capacity),
-      token_valid=z(token_capacity, dt=bool), token_levels=z(token_capacity, dt=jnp.int32), frame_masks=z(frame_capacity, n_frames, dt=bool),
-      frame_rewards=z(frame_capacity), frame_valid=z(frame_capacity, dt=bool),
-      frame_levels=z(frame_capacity, dt=jnp.int32), token_count=z(dt=jnp.int32), frame_count=z(dt=jnp.int32), old_token_logits=z(n_tokens),
+      token_valid=z(token_capacity, dt=bool), token_levels=z(token_capacity, dt=jnp.int32),
+      frame_masks=z(frame_capacity, n_frames, dt=bool), frame_rewards=z(frame_capacity),
+      frame_valid=z(frame_capacity, dt=bool), frame_levels=z(frame_capacity, dt=jnp.int32),
+      token_count=z(dt=jnp.int32), frame_count=z(dt=jnp.int32), old_token_logits=z(n_tokens),
       old_frame_logits=z(n_frames), has_old=z(dt=bool))
 
 

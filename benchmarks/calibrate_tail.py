@@ -6,7 +6,8 @@
         --config.score_eval.tail=<printed> --config.score_eval.cap=0.2
 
 Each video then keeps the fewest top-scored tokens that leave at most `tail` of the policy's
-softmax probability outside (`selection.tail_count`), at most `cap` of its tokens. `--lossy_fraction`
+softmax probability outside (`selection.tail_count`), at most `cap` of its tokens and at least `--floor`
+(pass the same `--config.score_eval.floor` to eval). `--lossy_fraction`
 of the calibration videos (default 0; the run's stage-2 mix is `data.lossy_fraction`, 0.5) pass through
 the H.264 round trip first, as that share of stage 2's training videos do.
 """
@@ -20,6 +21,7 @@ from score_jax import eval as eval_lib, run_ledger
 from score_jax.compress.selection import budget, calibrate_tail, tail_count
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
+from score_jax.methods.score import min_count
 from score_jax.rl import train_step as ts
 from score_jax.train import lossy_settings, ordered_batches
 from score_jax.world.sources import WorldSource
@@ -29,6 +31,7 @@ _TARGET = flags.DEFINE_float("target", 0.095, "mean retention to reach (at most)
 _CAP = flags.DEFINE_float("cap", 0.2, "largest retention of one video")
 _SAMPLES = flags.DEFINE_integer("samples", 512, "training videos to calibrate on")
 _LOSSY = flags.DEFINE_float("lossy_fraction", 0.0, "share of them through the H.264 round trip first")
+_FLOOR = flags.DEFINE_float("floor", 0.0, "smallest retention of one video (0: one token)")
 
 
 def main(argv):
@@ -49,11 +52,18 @@ def main(argv):
     visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
     logits.append(np.asarray(ts.policy_logits(policy, params, visual)))
   logits = jnp.asarray(np.concatenate(logits))
-  k_max = budget(logits.shape[-1], _CAP.value)
-  tail = calibrate_tail(logits, _TARGET.value, k_max)
-  kept = np.asarray(tail_count(logits, tail, k_max)) / logits.shape[-1]
+  if not 0.0 <= _FLOOR.value <= _CAP.value:
+    raise SystemExit(f"error: --floor={_FLOOR.value} must be in [0, --cap={_CAP.value}].")
+  n = logits.shape[-1]
+  k_max, k_min = budget(n, _CAP.value), min_count(n, _FLOOR.value)
+  try:
+    tail = calibrate_tail(logits, _TARGET.value, k_max, k_min)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  kept = np.asarray(tail_count(logits, tail, k_max, k_min)) / n
   print(f"score_eval.tail={tail:.6g}  (on {len(kept)} training videos, {fraction:.0%} through H.264: "
-        f"retention {kept.mean():.4f} ± {kept.std():.4f}, min {kept.min():.3f}, max {kept.max():.3f}; cap {_CAP.value})")
+        f"retention {kept.mean():.4f} ± {kept.std():.4f}, min {kept.min():.3f}, max {kept.max():.3f}; cap {_CAP.value}, "
+        f"floor {_FLOOR.value})")
 
 
 if __name__ == "__main__":

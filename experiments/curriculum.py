@@ -109,10 +109,12 @@ def get_config():
   # SCORE's adaptive inference (inference only, so `score_jax.eval --config.score_eval.tail=...` applies it to any
   # trained SCORE policy): tail > 0 keeps per video the fewest top tokens that leave at most that much of the
   # softmax(keep logits) probability outside (selection.tail_count; benchmarks/calibrate_tail.py finds the tail of
-  # a mean retention on training videos), under the cap (0: rl.ratio); tail = 0: the sampler's own rule.
+  # a mean retention on training videos), under the cap (0: rl.ratio) and at least the floor (0: one token);
+  # tail = 0: the sampler's own rule.
   c.score_eval = ml_collections.ConfigDict()
   c.score_eval.tail = 0.0
   c.score_eval.cap = 0.0
+  c.score_eval.floor = 0.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.source = "world"  # or "jsonl": config.data.eval_file (feature cache when built)

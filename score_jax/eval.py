@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from score_jax import config_checks, evaluation, run_ledger
 from score_jax.data import feature_cache
 from score_jax.frozen_llm import load_frozen_llm
-from score_jax.methods import get_method
+from score_jax.methods import METHODS, get_method
 from score_jax.models import sharding as shd
 
 
@@ -84,8 +84,9 @@ def resolve_checkpoint(path: str) -> tuple[str, str, int]:
 
 
 # Inference-only settings of a trained policy that the eval command's own overrides replace (e.g.
-# `--config.cacovid_eval.imp=0.25`); everything else comes from the training workdir.
-INFERENCE_KEYS = ("cacovid_eval.", "score_eval.")
+# `--config.cacovid_eval.imp=0.25`); everything else comes from the training workdir. Each method module
+# names its section and settings (`INFERENCE`).
+INFERENCE_KEYS = tuple(f"{get_method({'method': m}).INFERENCE[0]}." for m in METHODS)
 
 
 def inference_overrides(overrides: dict) -> dict:
@@ -108,22 +109,12 @@ def parse_inference(args: list[str]) -> dict:
   return out
 
 
-def has_setting(config, key: str) -> bool:
-  """Whether `config` has the dotted `key` ("cacovid_eval.imp")."""
-  return config_checks.dotted_parent(config, key) is not None
-
-
-# The method each inference section belongs to: a run recorded before its method's section existed takes
-# that section's settings too (e.g. `score_eval.tail` on a SCORE run trained before the tail rule).
-INFERENCE_SECTIONS = {"cacovid_eval": "cacovid", "score_eval": "score"}
-
-
 def takes_inference(config, key: str) -> bool:
-  """Whether the trained policy of run `config` takes the inference setting `key`: its config has it, or
-  the run predates the whole section of its own method (then the method's defaults fill the rest)."""
-  section = key.split(".")[0]
-  return has_setting(config, key) or (section not in config
-                                      and INFERENCE_SECTIONS.get(section) == config.get("method"))
+  """Whether the trained policy of run `config` takes the inference setting `key`: one its method reads
+  (`INFERENCE` of the method module), whether or not the run recorded it (the method's default fills it)."""
+  section, _, name = key.partition(".")
+  own_section, names = get_method(config).INFERENCE
+  return section == own_section and name in names
 
 
 def unused_inference_keys(inference: dict, run_configs: list) -> list[str]:

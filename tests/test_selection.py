@@ -6,6 +6,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from score_jax.compress.selection import budget, indices_to_mask, per_frame_topk_indices, topk_indices
 
@@ -64,6 +65,9 @@ def test_tail_count_keeps_the_fewest_tokens_that_leave_at_most_the_tail():
   peaked = jnp.array([[0.0, -60.0, -120.0, -180.0]])  # tails far below float32 precision of 1 - mass
   np.testing.assert_array_equal(np.asarray(tail_count(peaked, 1e-30, 4)), [2])
   np.testing.assert_array_equal(np.asarray(tail_count(peaked, 1e-60, 4)), [3])
+  np.testing.assert_array_equal(np.asarray(tail_count(logits, 0.25, 4, k_min=3)), [3, 3])  # the floor
+  with pytest.raises(ValueError, match="k_min"):
+    tail_count(logits, 0.25, 2, k_min=3)
 
 
 def test_calibrate_tail_reaches_the_target_mean_retention():
@@ -76,3 +80,8 @@ def test_calibrate_tail_reaches_the_target_mean_retention():
     assert counts.mean() / 100 <= target and counts.mean() / 100 > target - 0.01
     assert counts.std() > 0  # peaked rows keep fewer than flat ones
   assert calibrate_tail(logits, 0.1, 20) < calibrate_tail(logits, 0.05, 20)  # less tail, more tokens
+  tail = calibrate_tail(logits, 0.1, 20, k_min=6)  # a floor of 6%: the rest of the budget follows the tail
+  counts = np.asarray(tail_count(logits, tail, 20, k_min=6))
+  assert counts.min() == 6 and 0.09 < counts.mean() / 100 <= 0.1 and counts.max() > 6
+  with pytest.raises(ValueError, match="floor of 12 of 100 tokens"):
+    calibrate_tail(logits, 0.1, 20, k_min=12)

@@ -240,6 +240,14 @@ def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
   want = tail_count(policy_logits(policy, state.params, visual), 0.5, prefill_budget(n, 0.5))
   np.testing.assert_array_equal(np.asarray(valid).sum(-1), np.asarray(want))
   assert 1 <= int(np.asarray(want).min()) < prefill_budget(n, 0.5)
+  c.score_eval.floor = 0.25  # every video keeps at least a quarter; the tail rule decides above it
+  assert int(np.asarray(want).min()) < prefill_budget(n, 0.25)  # the floor binds for some video
+  _, valid = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
+  np.testing.assert_array_equal(np.asarray(valid).sum(-1), np.maximum(np.asarray(want), prefill_budget(n, 0.25)))
+  c.score_eval.floor = 0.75
+  with pytest.raises(ValueError, match="score_eval.floor"):
+    method.keep_fn(c, policy, state.params)
+  c.score_eval.floor = 0.0
   c.score_eval.tail = 1.5
   with pytest.raises(ValueError, match="score_eval.tail"):
     method.keep_fn(c, policy, state.params)

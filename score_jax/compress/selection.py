@@ -61,26 +61,30 @@ def _tail_log_mass(logits: jnp.ndarray) -> jnp.ndarray:
   return reverse_cumlogsumexp(ranked) - jax.nn.logsumexp(ranked, axis=-1, keepdims=True)
 
 
-def _count_above(log_mass: jnp.ndarray, tail: float, k_max: int) -> jnp.ndarray:
-  return jnp.clip(jnp.sum(log_mass > math.log(tail), axis=-1), 1, k_max).astype(jnp.int32)
+def _count_above(log_mass: jnp.ndarray, tail: float, k_max: int, k_min: int) -> jnp.ndarray:
+  return jnp.clip(jnp.sum(log_mass > math.log(tail), axis=-1), k_min, k_max).astype(jnp.int32)
 
 
-def tail_count(logits: jnp.ndarray, tail: float, k_max: int) -> jnp.ndarray:
+def tail_count(logits: jnp.ndarray, tail: float, k_max: int, k_min: int = 1) -> jnp.ndarray:
   """A scorer's own budget for each row: the fewest highest-scoring tokens that leave at most `tail`
-  (a Python float) of the softmax(logits) probability outside, clipped to [1, k_max]: peaked scores
+  (a Python float) of the softmax(logits) probability outside, clipped to [k_min, k_max]: peaked scores
   keep few tokens, flat ones many. Computed in log space, so tails far below float precision work."""
-  return _count_above(_tail_log_mass(logits), tail, k_max)
+  if not 1 <= k_min <= k_max:
+    raise ValueError(f"tail_count needs 1 <= k_min={k_min} <= k_max={k_max}.")
+  return _count_above(_tail_log_mass(logits), tail, k_max, k_min)
 
 
-def calibrate_tail(logits: jnp.ndarray, target: float, k_max: int, iters: int = 60) -> float:
-  """The tail at which `tail_count` keeps a mean retention of at most `target` over the rows of
-  logits [R, N] (bisection on log10(tail) in [-40, 0]; more tail, fewer tokens)."""
+def calibrate_tail(logits: jnp.ndarray, target: float, k_max: int, k_min: int = 1, iters: int = 60) -> float:
+  """The tail at which `tail_count` (same k_min, k_max) keeps a mean retention of at most `target` over
+  the rows of logits [R, N] (bisection on log10(tail) in [-40, 0]; more tail, fewer tokens)."""
   n = logits.shape[-1]
+  if k_min / n > target:
+    raise ValueError(f"a floor of {k_min} of {n} tokens already exceeds the target retention {target}.")
   log_mass = _tail_log_mass(logits)  # sorted once; each bisection step only counts
   lo, hi = -40.0, 0.0  # retention(10**hi) <= target is what is kept
   for _ in range(iters):
     mid = (lo + hi) / 2
-    if float(jnp.mean(_count_above(log_mass, 10.0 ** mid, k_max))) / n <= target:
+    if float(jnp.mean(_count_above(log_mass, 10.0 ** mid, k_max, k_min))) / n <= target:
       hi = mid
     else:
       lo = mid

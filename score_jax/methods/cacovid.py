@@ -40,6 +40,10 @@ def settings(config) -> cs.CaCoVIDSettings:
   return cs.CaCoVIDSettings(**config.cacovid.to_dict())
 
 
+# The inference section and the settings of it that `inference` reads (`eval.takes_inference`).
+INFERENCE = ("cacovid_eval", ("imp", "max_frame_share"))
+
+
 def inference(config) -> tuple[float, float | None]:
   """(cacovid_eval.imp, cacovid_eval.max_frame_share or None for the authors' 1.5 * rate), checked."""
   ev = config.get("cacovid_eval", {})

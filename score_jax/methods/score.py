@@ -36,15 +36,27 @@ def settings(config) -> ts.RLSettings:
   return ts.RLSettings(**config.rl.to_dict())
 
 
-def adaptive_inference(config) -> tuple[float, float]:
-  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio) of the tail rule (`keep_fn`), checked."""
+# The inference section and the settings of it that `adaptive_inference` reads (`eval.takes_inference`).
+INFERENCE = ("score_eval", ("tail", "cap", "floor"))
+
+
+def adaptive_inference(config) -> tuple[float, float, float]:
+  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio, score_eval.floor) of the tail rule (`keep_fn`), checked."""
   inference = config.get("score_eval", {})
   tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or float(config.rl.ratio)
+  floor = float(inference.get("floor", 0.0))
   if not 0.0 <= tail < 1.0:
     raise ValueError(f"score_eval.tail={tail} must be in [0, 1) (0: off).")
   if not 0.0 < cap <= 1.0:
     raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
-  return tail, cap
+  if not 0.0 <= floor <= cap:
+    raise ValueError(f"score_eval.floor={floor} must be in [0, score_eval.cap={cap}] (0: one token).")
+  return tail, cap, floor
+
+
+def min_count(n: int, floor: float) -> int:
+  """Fewest tokens the tail rule keeps of n: `budget(n, floor)`, one token when floor is 0."""
+  return budget(n, floor) if floor else 1
 
 
 def init_state(config, policy, tx, llm, key, mesh=None) -> ts.TrainState:
@@ -70,11 +82,11 @@ def keep_fn(config, policy, params) -> KeepPolicy:
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
 
-  tail, cap = adaptive_inference(config)
+  tail, cap, floor = adaptive_inference(config)
 
   def adaptive(features, n):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     counts = s.counts(n) if s.sampler == "sized_topk" else ()
     return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, cap), *q, counts=counts,
-                                   tail=tail)
+                                   tail=tail, k_min=min_count(n, floor))
   return KeepPolicy(select, s.position_mode, adaptive if s.adaptive or tail else None)

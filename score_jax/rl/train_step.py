@@ -286,20 +286,20 @@ def policy_keep_indices(policy, params, visual: jnp.ndarray, k: int, question=No
   return topk_indices(policy_logits(policy, params, visual, question, question_mask), k)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("counts", "tail"))
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("counts", "tail", "k_min"))
 def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, question=None,
                          question_mask=None, counts: tuple[int, ...] = (),
-                         tail: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
+                         tail: float = 0.0, k_min: int = 1) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Adaptive inference: each video keeps its own number of tokens, the highest-scoring ones, at most
-  `k_max`: with `tail` > 0 the fewest that leave at most that much softmax probability outside
-  (`selection.tail_count`, any scorer); else with `counts` (a sized_topk policy's level counts)
+  `k_max`: with `tail` > 0 the fewest that leave at most that much softmax probability outside, at least
+  `k_min` (`selection.tail_count`, any scorer); else with `counts` (a sized_topk policy's level counts)
   round(sum_l P(level l) * counts[l]) from its count head; else round(sum sigmoid(logits)) (a keep/drop
   policy). Returns
   (indices [B, k_max], valid [B, k_max]) in the padded layout of `selection.variable_topk`."""
   from score_jax.compress.selection import expected_count, level_count, tail_count, variable_topk
   logits, count_logits = policy_outputs(policy, params, visual, question, question_mask)
   if tail:
-    count = tail_count(logits, tail, k_max)
+    count = tail_count(logits, tail, k_max, k_min)
   else:
     count = level_count(count_logits, counts, k_max) if counts else expected_count(logits, k_max)
   return variable_topk(logits, count, k_max)

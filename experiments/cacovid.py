@@ -10,7 +10,8 @@ the embedded model's 16 tokens per frame and a 2-core CPU. Four settings are tun
 (eleventh session, 3 seeds each, BUILD_NOTES.md "CaCoVID: tuned, and what still limits it"): sub-space
 cap 4 / l (the authors': 2 / l), the exact OCSS log-probability in the PPO ratio, per-rate advantage
 groups, learning rate 3e-3, and at inference a frame may take its whole row (`max_frame_share` 1.0):
-0.902 / 0.739 at 25% / 10% clean against 0.859 / 0.637 with the authors' values.
+0.902 / 0.739 at 25% / 10% clean against 0.859 / 0.637 with the authors' values (0.856 / 0.674 retrained
+on another machine, twelfth session).
 """
 import os
 import sys

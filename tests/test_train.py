@@ -247,6 +247,9 @@ def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
   c.score_eval.floor = 0.75
   with pytest.raises(ValueError, match="score_eval.floor"):
     method.keep_fn(c, policy, state.params)
+  c.score_eval.floor, c.score_eval.tail = 0.25, 0.0
+  with pytest.raises(ValueError, match="tail rule only"):
+    method.keep_fn(c, policy, state.params)
   c.score_eval.floor = 0.0
   c.score_eval.tail = 1.5
   with pytest.raises(ValueError, match="score_eval.tail"):

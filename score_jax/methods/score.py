@@ -51,6 +51,8 @@ def adaptive_inference(config) -> tuple[float, float, float]:
     raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
   if not 0.0 <= floor <= cap:
     raise ValueError(f"score_eval.floor={floor} must be in [0, score_eval.cap={cap}] (0: one token).")
+  if floor and not tail:
+    raise ValueError(f"score_eval.floor={floor} applies to the tail rule only: set score_eval.tail too.")
   return tail, cap, floor
 
 

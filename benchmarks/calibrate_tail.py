@@ -21,7 +21,7 @@ from score_jax import eval as eval_lib, run_ledger
 from score_jax.compress.selection import budget, calibrate_tail, tail_count
 from score_jax.embedded.world_text import WORLD
 from score_jax.frozen_llm import load_frozen_llm
-from score_jax.methods.score import min_count
+from score_jax.methods.score import check_floor, min_count
 from score_jax.rl import train_step as ts
 from score_jax.train import lossy_settings, ordered_batches
 from score_jax.world.sources import WorldSource
@@ -36,6 +36,10 @@ _FLOOR = flags.DEFINE_float("floor", 0.0, "smallest retention of one video (0: o
 
 def main(argv):
   del argv
+  try:
+    check_floor(_FLOOR.value, _CAP.value, ("--floor", "--cap"))
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
   config = run_ledger.effective_config(eval_lib.resolve_checkpoint(_CHECKPOINT.value)[0])
   llm = load_frozen_llm(config.model, None)
   _, _, policy, params = eval_lib.load_policy_params(_CHECKPOINT.value, llm)
@@ -52,8 +56,6 @@ def main(argv):
     visual = b["visual"] if "visual" in b else llm.encode(llm.params, b["frames"])
     logits.append(np.asarray(ts.policy_logits(policy, params, visual)))
   logits = jnp.asarray(np.concatenate(logits))
-  if not 0.0 <= _FLOOR.value <= _CAP.value:
-    raise SystemExit(f"error: --floor={_FLOOR.value} must be in [0, --cap={_CAP.value}].")
   n = logits.shape[-1]
   k_max, k_min = budget(n, _CAP.value), min_count(n, _FLOOR.value)
   try:

@@ -182,7 +182,7 @@ def _mask_of(sets, p):
   return m
 
 
-SET_LOGPROB = jax.jit(ocss.ocss_set_logprob, static_argnums=(2, 3, 4, 5))
+SET_LOGPROB = jax.jit(ocss.ocss_set_logprob, static_argnums=(2, 3, 4, 5, 6))
 
 
 @pytest.mark.parametrize("within_clip", [2.0, None])
@@ -268,6 +268,74 @@ def test_by_level_sampler_and_logprob():
     np.testing.assert_allclose(np.exp(lp[row]), [joint[c] for c in codes], rtol=5e-5)
     for code, prob in sorted(joint.items(), key=lambda kv: -kv[1])[:3]:
       assert np.mean(codes[1:] == code) == pytest.approx(prob, abs=0.03)
+
+
+def _np_video_joint(frames_logits, k, l, max_group_prob=2.0, within_clip=2.0):
+  """Every joint outcome of per-video OCSS: one rank block g for all frames, drawn from the capped mean of
+  the frames' block masses, then each frame's k tokens inside its own block g: {per-frame sets: probability}."""
+  masses, per_block = [], []
+  for f in frames_logits:
+    p = np.exp(f - f.max())
+    p /= p.sum()
+    groups = np.array_split(np.argsort(-f, kind="stable"), l)
+    masses.append([p[g].sum() for g in groups])
+    # P(S | g) of this frame: its OCSS sets with the sub-space forced to g (gp = one-hot)
+    per_block.append([{s_: q / _np_ocss_block_prob(f, l, g, max_group_prob, within_clip)
+                       for s_, q in _np_ocss_sets(f, k, l, max_group_prob, within_clip).items()
+                       if set(s_) <= set(groups[g].tolist())} for g in range(l)])
+  cap = max(min(max_group_prob / l, 0.9), 0.1)
+  q = _np_cap(np.mean(masses, axis=0), min(cap, 0.999))
+  joint = {}
+  for g in range(l):
+    for combo in itertools.product(*[list(pb[g].items()) for pb in per_block]):
+      joint[tuple(s_ for s_, _ in combo)] = q[g] * float(np.prod([x for _, x in combo]))
+  return joint
+
+
+def _np_ocss_block_prob(f, l, g, max_group_prob, within_clip):
+  """The per-frame sub-space probability gp[g] that `_np_ocss_sets` multiplies in."""
+  p = np.exp(f - f.max())
+  p /= p.sum()
+  groups = np.array_split(np.argsort(-f, kind="stable"), l)
+  cap = max(min(max_group_prob / l, 0.9), 0.1)
+  return _np_cap(np.array([p[x].sum() for x in groups]), min(cap, 0.999))[g]
+
+
+def test_per_video_rank_blocks_logprob_and_frequencies():
+  # T = 3 frames of P = 6 tokens, k = 2 in l = 3 blocks of 2: a block pair is the whole draw, one g per video
+  k, l, p = 2, 3, 6
+  logits = np.array([[2.0, 1.0, 0.5, 0.0, -1.0, 0.3], [0.2, -0.4, 1.5, 0.9, -2.0, 0.0],
+                     [1.0, 1.2, -0.3, 0.4, 0.8, -1.5]])
+  want = _np_video_joint(logits, k, l, max_group_prob=4.0)
+  assert len(want) == l and sum(want.values()) == pytest.approx(1.0)  # one outcome per block
+  sample = jax.jit(ocss.ocss_group_sample, static_argnums=(2, 3, 4, 5, 6, 7, 8))(
+      jax.random.key(1), jnp.asarray(logits, jnp.float32)[None], k, 4000, l, 4.0, 2.0, True, True)
+  mask = np.asarray(sample.mask[0]).reshape(-1, 3, p)
+  blocks = [tuple(frozenset(np.flatnonzero(m).tolist()) for m in row) for row in mask]
+  assert blocks[0] == tuple(frozenset(np.argsort(-f, kind="stable")[:k].tolist()) for f in logits)  # top-k first
+  for outcome, prob in want.items():  # every frame draws from the same-ranked block; frequencies as computed
+    assert np.mean([b == outcome for b in blocks[1:]]) == pytest.approx(prob, abs=0.03)
+  lp = np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], sample.mask, k, l, 4.0, 2.0, True))[0]
+  np.testing.assert_allclose(np.exp(lp), [want[b] for b in blocks], rtol=2e-5)
+  # a mask mixing rank blocks across frames is impossible per video, possible per frame
+  mixed = jnp.asarray(_mask_of((frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 3})), p))[None, None]
+  assert np.isneginf(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, True)))
+  assert np.isfinite(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, False)))
+
+
+def test_per_video_rank_blocks_ratio_equals_brute_force():
+  # T = 2 frames of P = 6, k = 2 in l = 2 blocks of 3: within-block draws too, so both factors of the ratio act
+  k, l, p = 2, 2, 6
+  old = np.array([[2.0, 1.0, 0.5, 0.0, -1.0, 0.3], [0.2, -0.4, 1.5, 0.9, -2.0, 0.0]])
+  new = old + np.array([[0.3, -0.2, 0.4, 0.1, 0.0, -0.1], [-0.2, 0.1, 0.0, 0.3, 0.2, -0.3]])
+  bf_old, bf_new = _np_video_joint(old, k, l), _np_video_joint(new, k, l)
+  assert sum(bf_old.values()) == pytest.approx(1.0)
+  outcomes = sorted(bf_old, key=lambda o: [sorted(s_) for s_ in o])
+  masks = jnp.asarray(np.stack([_mask_of(o, p) for o in outcomes]))[None]
+  lp_old = np.asarray(SET_LOGPROB(jnp.asarray(old, jnp.float32)[None], masks, k, l, 2.0, 2.0, True))[0]
+  lp_new = np.asarray(SET_LOGPROB(jnp.asarray(new, jnp.float32)[None], masks, k, l, 2.0, 2.0, True))[0]
+  np.testing.assert_allclose(np.exp(lp_old), [bf_old[o] for o in outcomes], rtol=2e-5)
+  np.testing.assert_allclose(np.exp(lp_new - lp_old), [bf_new[o] / bf_old[o] for o in outcomes], rtol=2e-5)
 
 
 def test_exact_set_logprob_bounds_k():

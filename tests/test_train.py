@@ -269,6 +269,14 @@ def test_calibrate_tail_command_reaches_its_target_on_a_training_mix(uninterrupt
   assert 0.0 < float(m.group(1)) <= 1.0 and 0.0 < float(m.group(2)) <= 0.1
 
 
+def test_calibrate_tail_command_names_a_floor_above_the_cap():
+  """The floor is checked before anything is loaded (the checkpoint need not exist)."""
+  out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "calibrate_tail.py"),
+                        "--checkpoint=/nonexistent", "--cap=0.2", "--floor=0.3"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode != 0 and "--floor=0.3 must be in [0, --cap=0.2]" in out.stderr, out.stderr[-2000:]
+
+
 def ts_settings(**kw):
   from score_jax.rl.train_step import RLSettings
   return RLSettings(**kw)

@@ -49,11 +49,16 @@ def adaptive_inference(config) -> tuple[float, float, float]:
     raise ValueError(f"score_eval.tail={tail} must be in [0, 1) (0: off).")
   if not 0.0 < cap <= 1.0:
     raise ValueError(f"score_eval.cap={cap} must be in (0, 1] (0: rl.ratio).")
-  if not 0.0 <= floor <= cap:
-    raise ValueError(f"score_eval.floor={floor} must be in [0, score_eval.cap={cap}] (0: one token).")
+  check_floor(floor, cap)
   if floor and not tail:
     raise ValueError(f"score_eval.floor={floor} applies to the tail rule only: set score_eval.tail too.")
   return tail, cap, floor
+
+
+def check_floor(floor: float, cap: float, names: tuple[str, str] = ("score_eval.floor", "score_eval.cap")) -> None:
+  """ValueError unless 0 <= floor <= cap (the tail rule's smallest and largest retention; `names` for the message)."""
+  if not 0.0 <= floor <= cap:
+    raise ValueError(f"{names[0]}={floor} must be in [0, {names[1]}={cap}] (0: one token).")
 
 
 def min_count(n: int, floor: float) -> int:

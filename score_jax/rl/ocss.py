@@ -11,8 +11,13 @@ Token mode (OCSS), independently in every frame, k tokens per frame:
      proportional to w_i = clip(p_i / mass, 1/(2s), 2/s) (s = P // l; the within-group clamp of the
      authors' code, `within_clip=None` turns it off) via Gumbel-top-k on log w.
   The first mask of a group is the deterministic per-frame top-k.
+  `per_video=True` (ours, `cacovid.subspace_draw="video"`): step 3 is done once per video, from the capped
+  mean over frames of the sub-space masses, and every frame draws its k tokens inside the same-ranked
+  sub-space g (its own tokens of that rank block); steps 1, 2 and 4 stay per frame. In a static video
+  the T per-frame draws then no longer cover a frame's top l * k ranks together, and a rollout's reward
+  says whether the question's object lies in rank block g.
 Log-probabilities, re-evaluated under any logits (the sub-space partition is recomputed from them; a draw
-that is no longer inside one sub-space gets -inf):
+that is no longer inside one sub-space gets -inf, per video: inside one rank block in every frame):
   `ocss_logprob`: the ordered draw, sum over frames of log P(sub-space) + Plackett-Luce log P(order | sub-space);
   `ocss_set_logprob`: the combination (the keep mask the LLM saw), sum over frames of
       log P(g) + log P(S | g), where S (|S| = k) lies in sub-space g and P(S | g) sums the k! orders:
@@ -117,8 +122,12 @@ def cap_probabilities(p: jnp.ndarray, cap: float) -> jnp.ndarray:
   return jnp.where(capped, cap, scaled)
 
 
-def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_clip: float | None):
-  """Per frame: (token sub-space ids [..., P], capped sub-space probs [..., l], within-group log-weights fn)."""
+def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_clip: float | None,
+                    per_video: bool = False):
+  """Per frame: (token sub-space ids [..., P], capped sub-space probs [..., l], within-group log-weights fn).
+
+  per_video: logits [..., T, P]; the sub-space probabilities are those of the video (the capped mean over its
+  frames of the sub-space masses), the same in every frame."""
   p = logits.shape[-1]
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   order = jnp.argsort(-logits, axis=-1, stable=True)
@@ -126,7 +135,11 @@ def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_c
   gid = jnp.asarray(subspace_of_rank(p, l))[rank]  # [..., P]
   onehot = jax.nn.one_hot(gid, l, dtype=jnp.float32)  # [..., P, l]
   mass = jnp.einsum("...p,...pl->...l", probs, onehot)
-  gp = cap_probabilities(mass, subspace_cap(l, max_group_prob))
+  if per_video:
+    video_mass = jnp.mean(mass, axis=-2, keepdims=True)
+    gp = jnp.broadcast_to(cap_probabilities(video_mass, subspace_cap(l, max_group_prob)), mass.shape)
+  else:
+    gp = cap_probabilities(mass, subspace_cap(l, max_group_prob))
   s = p // l
 
   def log_weights(g):
@@ -141,13 +154,15 @@ def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_c
 
 
 def _ocss_from_noise(logits: jnp.ndarray, gumbel: jnp.ndarray, k: int, l: int, max_group_prob: float,
-                     within_clip: float | None) -> jnp.ndarray:
-  """OCSS draw given standard Gumbel noise [..., l + P] (l for the sub-space, P for the tokens)."""
+                     within_clip: float | None, per_video: bool = False) -> jnp.ndarray:
+  """OCSS draw given standard Gumbel noise [..., l + P] (l for the sub-space, P for the tokens; per_video:
+  logits and noise [..., T, *], the first frame's sub-space noise picks the video's rank block)."""
   p = logits.shape[-1]
   if not 1 <= k <= p // l:
     raise ValueError(f"k={k} tokens must fit in the smallest of {l} sub-spaces of {p} tokens ({p // l}).")
-  gid, gp, log_weights = _subspace_setup(logits, l, max_group_prob, within_clip)
-  g = jnp.argmax(jnp.log(gp) + gumbel[..., :l], axis=-1)  # Gumbel-max: g ~ Categorical(gp)
+  gid, gp, log_weights = _subspace_setup(logits, l, max_group_prob, within_clip, per_video)
+  g_noise = gumbel[..., :1, :l] if per_video else gumbel[..., :l]  # per video: one draw shared by the frames
+  g = jnp.argmax(jnp.log(gp) + g_noise, axis=-1)  # Gumbel-max: g ~ Categorical(gp)
   _, order = jax.lax.top_k(log_weights(g) + gumbel[..., l:], k)  # Gumbel-top-k inside sub-space g
   return order.astype(jnp.int32)
 
@@ -201,15 +216,16 @@ def _padded_frames_to_sample(local_order: jnp.ndarray, p: int) -> MaskSample:
 
 def ocss_group_sample(key: jax.Array, logits: jnp.ndarray, k: int, group_size: int, l: int,
                       max_group_prob: float = 2.0, within_clip: float | None = 2.0,
-                      first_topk: bool = True) -> MaskSample:
-  """G OCSS masks per sample: token logits [B, T, P] -> MaskSample leaves [B, G, ...] with T * k tokens.
+                      first_topk: bool = True, per_video: bool = False) -> MaskSample:
+  """G OCSS masks per sample: token logits [B, T, P] -> MaskSample leaves [B, G, ...] with T * k tokens
+  (per_video: one rank block per rollout, see the module docstring).
 
   `order` is flat and frame-major (each frame's tokens in their draw order), as `ocss_logprob` expects.
   """
   b, t, p = logits.shape
   gumbel = jax.random.gumbel(key, (b, group_size, t, l + p), jnp.float32)  # one draw for all: one RNG kernel
   grouped = jnp.broadcast_to(logits[:, None], (b, group_size, t, p))
-  orders = _ocss_from_noise(grouped, gumbel, k, l, max_group_prob, within_clip)  # [B, G, T, k]
+  orders = _ocss_from_noise(grouped, gumbel, k, l, max_group_prob, within_clip, per_video)  # [B, G, T, k]
   if first_topk:
     top = jax.lax.top_k(logits, k)[1].astype(jnp.int32)  # [B, T, k]
     orders = orders.at[:, 0].set(top)
@@ -234,7 +250,8 @@ def _rows_at(levels: jnp.ndarray, shapes: tuple[tuple[int, int], ...], shape: tu
 
 def ocss_group_sample_by_level(key: jax.Array, logits: jnp.ndarray, levels: jnp.ndarray,
                                shapes: tuple[tuple[int, int], ...], group_size: int, max_group_prob: float = 2.0,
-                               within_clip: float | None = 2.0, first_topk: bool = True) -> MaskSample:
+                               within_clip: float | None = 2.0, first_topk: bool = True,
+                               per_video: bool = False) -> MaskSample:
   """G OCSS masks per sample, each sample at its own rung: logits [B, T, P], levels int [B] (index into
   `shapes`, the (k, l) of every rung) -> MaskSample leaves [B, G, T * k_max]; a row at a rung with k < k_max
   has its padding marked invalid (`valid`), so one compiled step serves every mix of rates. Every (k, l) draws
@@ -243,7 +260,7 @@ def ocss_group_sample_by_level(key: jax.Array, logits: jnp.ndarray, levels: jnp.
   k_max = max(k for k, _ in shapes)
   orders = jnp.full((b, group_size, t, k_max), -1, jnp.int32)
   for k, l in sorted(set(shapes)):
-    o = ocss_group_sample(key, logits, k, group_size, l, max_group_prob, within_clip, first_topk).order
+    o = ocss_group_sample(key, logits, k, group_size, l, max_group_prob, within_clip, first_topk, per_video).order
     o = jnp.pad(o.reshape(b, group_size, t, k) - (jnp.arange(t, dtype=jnp.int32) * p)[:, None],
                 ((0, 0), (0, 0), (0, 0), (0, k_max - k)), constant_values=-1)
     orders = jnp.where(_rows_at(levels, shapes, (k, l))[:, None, None, None], o, orders)
@@ -303,25 +320,40 @@ def ocss_frame_set_logprob(logits: jnp.ndarray, members: jnp.ndarray, l: int, ma
   return jnp.where(same, lp, -jnp.inf)
 
 
+def ocss_video_set_logprob(logits: jnp.ndarray, members: jnp.ndarray, l: int, max_group_prob: float = 2.0,
+                           within_clip: float | None = 2.0) -> jnp.ndarray:
+  """Exact log P(the kept sets of all frames) under per-video OCSS: logits [..., T, P], members [..., T, k]
+  -> [...]: log P(g) once + sum over frames of log P(S_t | g); -inf unless every S_t lies in rank block g."""
+  gid, gp, log_weights = _subspace_setup(logits, l, max_group_prob, within_clip, per_video=True)
+  chosen = jnp.take_along_axis(gid, members, axis=-1)  # [..., T, k]
+  g = chosen[..., 0, 0]
+  same = jnp.all(chosen == g[..., None, None], axis=(-2, -1))
+  lp = jnp.log(jnp.take_along_axis(gp[..., 0, :], g[..., None], axis=-1)[..., 0])
+  g_frames = jnp.broadcast_to(g[..., None], chosen.shape[:-1])
+  lp = lp + jnp.sum(set_logprob_without_replacement(log_weights(g_frames), members), axis=-1)
+  return jnp.where(same, lp, -jnp.inf)
+
+
 def ocss_set_logprob(logits: jnp.ndarray, masks: jnp.ndarray, k: int, l: int, max_group_prob: float = 2.0,
-                     within_clip: float | None = 2.0) -> jnp.ndarray:
+                     within_clip: float | None = 2.0, per_video: bool = False) -> jnp.ndarray:
   """log P(keep mask) of token-mode rollouts with k tokens per frame: logits [B, T, P], masks bool [B, C, N]
-  -> [B, C] (sum over frames of `ocss_frame_set_logprob`)."""
+  -> [B, C] (sum over frames of `ocss_frame_set_logprob`; per_video: `ocss_video_set_logprob`)."""
   b, t, p = logits.shape
   c = masks.shape[1]
   members = jax.lax.top_k(masks.reshape(b, c, t, p).astype(jnp.float32), k)[1]  # the frame's kept tokens
-  lp = ocss_frame_set_logprob(jnp.broadcast_to(logits[:, None], (b, c, t, p)), members, l, max_group_prob,
-                              within_clip)
-  return jnp.sum(lp, axis=-1)
+  grouped = jnp.broadcast_to(logits[:, None], (b, c, t, p))
+  if per_video:
+    return ocss_video_set_logprob(grouped, members, l, max_group_prob, within_clip)
+  return jnp.sum(ocss_frame_set_logprob(grouped, members, l, max_group_prob, within_clip), axis=-1)
 
 
 def ocss_set_logprob_by_level(logits: jnp.ndarray, masks: jnp.ndarray, levels: jnp.ndarray,
                               shapes: tuple[tuple[int, int], ...], max_group_prob: float = 2.0,
-                              within_clip: float | None = 2.0) -> jnp.ndarray:
+                              within_clip: float | None = 2.0, per_video: bool = False) -> jnp.ndarray:
   """`ocss_set_logprob` of rollouts drawn at different rungs: levels int [B, C] index `shapes` -> [B, C]."""
   out = jnp.zeros(masks.shape[:2], jnp.float32)
   for k, l in sorted(set(shapes)):
-    lp = ocss_set_logprob(logits, masks, k, l, max_group_prob, within_clip)
+    lp = ocss_set_logprob(logits, masks, k, l, max_group_prob, within_clip, per_video)
     out = jnp.where(_rows_at(levels, shapes, (k, l)), lp, out)
   return out
 

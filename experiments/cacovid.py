@@ -53,7 +53,7 @@ def get_config():
   c.cacovid.logprob = "ocss_exact"   # PPO ratio: "ocss_exact" (per rollout), or the authors' "per_token" keep/drop
   c.cacovid.task_reward = "correct"  # rollout reward: the authors' 0/1, or SCORE's "correct+margin" / "margin"
   c.cacovid.advantage_groups = "sample_rate"  # per rate, or the authors' "sample" (all remembered rollouts)
-  c.cacovid.subspace_draw = "frame"  # the authors' (a sub-space per frame), or "video" (one rank block per rollout)
+  c.cacovid.subspace_draw = "frame"  # the authors' (a sub-space per frame) | "video" (a rank block per rollout) | "mixed"
 
   c.cacovid_eval = ml_collections.ConfigDict()
   # Share of the budget given by the per-frame scores; the rest is uniform (the authors: 0.5). 1.0 on the

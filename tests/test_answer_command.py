@@ -51,6 +51,7 @@ def cell_states(png: str, frames: np.ndarray, scale: int) -> np.ndarray:
   return out
 
 
+@pytest.mark.slow  # ~35 s; the answer command on an HF checkpoint stays in the default run; keeps the default run under 15 minutes
 def test_embedded_command_answers_and_its_overlay_dims_every_dropped_token(uninterrupted, clip, tmp_path):
   workdir = uninterrupted[0]
   video, frames, question, options = clip

@@ -108,12 +108,11 @@ def _memory_with(masks, rewards, levels, old_tok, old_fr, frame_masks, frame_rew
   return dr.append_frame(mem, frame_masks, frame_rewards)
 
 
-@pytest.mark.parametrize("draw", ["frame", "video"])
+@pytest.mark.parametrize("draw", ["frame", "mixed"])  # "mixed" takes both the per-frame and the per-video term
 def test_exact_loss_raises_the_probability_of_good_rollouts(draw):
   # ocss_exact: a few gradient steps on the logits themselves make the rewarded masks more likely under OCSS
   # and the unrewarded ones less likely, for tokens (rollouts at two rungs) and frames; per frame or per video
   t, p, c = 2, 8, 8
-  per_video = draw == "video"
   settings = CaCoVIDSettings(base_ratio=0.25, token_rollouts=4, frame_rollouts=2, logprob="ocss_exact",
                              subspace_draw=draw)
   shapes = ((1, 4), (2, 2))
@@ -122,7 +121,7 @@ def test_exact_loss_raises_the_probability_of_good_rollouts(draw):
   old_fr = jnp.asarray(rng.normal(size=(1, t)), jnp.float32)
   levels = jnp.array([[0, 1] * (c // 2)])
   sample = jax.jit(lambda key, lv: ocss.ocss_group_sample_by_level(key, old_tok, lv, shapes, c // 2, first_topk=False,
-                                                                  per_video=per_video))
+                                                                  draw=draw))
   s0, s1 = sample(jax.random.key(1), jnp.array([0])), sample(jax.random.key(2), jnp.array([1]))
   masks = jnp.stack([s0.mask[0], s1.mask[0]], axis=1).reshape(1, c, t * p)  # alternating rungs 0, 1
   rewards = jnp.array([[1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
@@ -132,16 +131,16 @@ def test_exact_loss_raises_the_probability_of_good_rollouts(draw):
                                        argnums=(0, 1), has_aux=True))
   (value, aux), grads = grad_fn(old_tok, old_fr)
   assert np.isfinite(float(value)) and float(aux["token_ratio_mean"]) == pytest.approx(1.0, abs=1e-5)
-  if per_video:  # the draws keep one rank block in both frames (finite only under the per-video log-probability)
+  if draw == "video":  # the draws keep one rank block in both frames (finite under the per-video log-probability)
     assert np.all(np.isfinite(np.asarray(ocss.ocss_set_logprob_by_level(old_tok, masks, levels, shapes,
-                                                                          per_video=True))))
+                                                                          draw="video"))))
   assert float(jnp.abs(grads[0]).sum()) > 0 and float(jnp.abs(grads[1]).sum()) > 0
   tok, fr = old_tok, old_fr
   for _ in range(5):
     _, (g_tok, g_fr) = grad_fn(tok, fr)
     tok, fr = tok - 0.3 * g_tok, fr - 0.3 * g_fr
   lp = jax.jit(lambda logits, f: (ocss.ocss_set_logprob_by_level(logits, mem.token_masks, mem.token_levels, shapes,
-                                                                 per_video=per_video)[0],
+                                                                 draw=draw)[0],
                                   ocss.frame_set_logprob(f, frame_masks, 1)[0]))
   (lp_new, lf_new), (lp_old, lf_old) = lp(tok, fr), lp(old_tok, old_fr)
   delta = np.asarray(lp_new - lp_old)

@@ -446,6 +446,7 @@ def eval_dataset(root):
   (root / "eval.jsonl").write_text("".join(json.dumps(dict(x, task="nextqa")) + "\n" for x in lines))
 
 
+@pytest.mark.slow  # ~50 s; .ci/run caches a set and evaluates from it; keeps the default run under 15 minutes
 def test_train_and_eval_read_the_feature_cache(dataset, model_dir, tmp_path, monkeypatch):
   """Issue 5 end to end: mp4 files + JSONL -> `score_jax.cache` -> train (jsonl stage) and eval (at the end
   of training and `score_jax.eval`) from the cache, with the videos moved away after caching and every

@@ -309,18 +309,18 @@ def test_per_video_rank_blocks_logprob_and_frequencies():
   want = _np_video_joint(logits, k, l, max_group_prob=4.0)
   assert len(want) == l and sum(want.values()) == pytest.approx(1.0)  # one outcome per block
   sample = jax.jit(ocss.ocss_group_sample, static_argnums=(2, 3, 4, 5, 6, 7, 8))(
-      jax.random.key(1), jnp.asarray(logits, jnp.float32)[None], k, 4000, l, 4.0, 2.0, True, True)
+      jax.random.key(1), jnp.asarray(logits, jnp.float32)[None], k, 4000, l, 4.0, 2.0, True, "video")
   mask = np.asarray(sample.mask[0]).reshape(-1, 3, p)
   blocks = [tuple(frozenset(np.flatnonzero(m).tolist()) for m in row) for row in mask]
   assert blocks[0] == tuple(frozenset(np.argsort(-f, kind="stable")[:k].tolist()) for f in logits)  # top-k first
   for outcome, prob in want.items():  # every frame draws from the same-ranked block; frequencies as computed
     assert np.mean([b == outcome for b in blocks[1:]]) == pytest.approx(prob, abs=0.03)
-  lp = np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], sample.mask, k, l, 4.0, 2.0, True))[0]
+  lp = np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], sample.mask, k, l, 4.0, 2.0, "video"))[0]
   np.testing.assert_allclose(np.exp(lp), [want[b] for b in blocks], rtol=2e-5)
   # a mask mixing rank blocks across frames is impossible per video, possible per frame
   mixed = jnp.asarray(_mask_of((frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 3})), p))[None, None]
-  assert np.isneginf(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, True)))
-  assert np.isfinite(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, False)))
+  assert np.isneginf(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, "video")))
+  assert np.isfinite(np.asarray(SET_LOGPROB(jnp.asarray(logits, jnp.float32)[None], mixed, k, l, 4.0, 2.0, "frame")))
 
 
 def test_per_video_rank_blocks_ratio_equals_brute_force():
@@ -332,10 +332,28 @@ def test_per_video_rank_blocks_ratio_equals_brute_force():
   assert sum(bf_old.values()) == pytest.approx(1.0)
   outcomes = sorted(bf_old, key=lambda o: [sorted(s_) for s_ in o])
   masks = jnp.asarray(np.stack([_mask_of(o, p) for o in outcomes]))[None]
-  lp_old = np.asarray(SET_LOGPROB(jnp.asarray(old, jnp.float32)[None], masks, k, l, 2.0, 2.0, True))[0]
-  lp_new = np.asarray(SET_LOGPROB(jnp.asarray(new, jnp.float32)[None], masks, k, l, 2.0, 2.0, True))[0]
+  lp_old = np.asarray(SET_LOGPROB(jnp.asarray(old, jnp.float32)[None], masks, k, l, 2.0, 2.0, "video"))[0]
+  lp_new = np.asarray(SET_LOGPROB(jnp.asarray(new, jnp.float32)[None], masks, k, l, 2.0, 2.0, "video"))[0]
   np.testing.assert_allclose(np.exp(lp_old), [bf_old[o] for o in outcomes], rtol=2e-5)
   np.testing.assert_allclose(np.exp(lp_new - lp_old), [bf_new[o] / bf_old[o] for o in outcomes], rtol=2e-5)
+  # "mixed": the even mixture of the per-frame and the per-video probability of the same masks
+  per_frame = _np_joint(old, k, l)
+  lp_mixed = np.asarray(SET_LOGPROB(jnp.asarray(old, jnp.float32)[None], masks, k, l, 2.0, 2.0, "mixed"))[0]
+  np.testing.assert_allclose(np.exp(lp_mixed), [(per_frame[o] + bf_old[o]) / 2 for o in outcomes], rtol=2e-5)
+
+
+def test_mixed_draw_takes_half_the_group_per_video():
+  # 2 frames whose orders disagree: the per-video half keeps one rank block in both frames, the per-frame half
+  # mixes blocks in some rollouts
+  k, l, p, g = 1, 3, 3, 400
+  logits = jnp.asarray([[[3.0, 0.0, -3.0], [-3.0, 0.0, 3.0]]], jnp.float32)  # ranks reversed in frame 2
+  s = jax.jit(ocss.ocss_group_sample, static_argnums=(2, 3, 4, 5, 6, 7, 8))(
+      jax.random.key(0), logits, k, g, l, 3.0, None, False, "mixed")
+  kept = np.asarray(s.mask[0]).reshape(g, 2, p).argmax(-1)  # [G, 2] local token per frame
+  same_rank = kept[:, 0] == 2 - kept[:, 1]
+  assert np.all(same_rank[g // 2:]) and not np.all(same_rank[:g // 2])
+  with pytest.raises(ValueError, match="draw="):
+    ocss.ocss_group_sample(jax.random.key(0), logits, k, g, l, draw="clip")
 
 
 def test_exact_set_logprob_bounds_k():

@@ -39,7 +39,7 @@ def _inputs(b=2, t=3, p=5, d=12, lq=7):
   return visual, question, qmask
 
 
-@pytest.mark.parametrize("block", [4, 64])
+@pytest.mark.parametrize("block", [pytest.param(4, marks=pytest.mark.slow), 64])  # 4: ~20 s, slow
 def test_blocked_attention_equals_plain_attention(block):
   ks = jax.random.split(jax.random.key(3), 4)
   q = jax.random.normal(ks[0], (2, 13, 4, 8))
@@ -75,6 +75,7 @@ def test_policy_attention_is_the_old_module_with_the_same_parameters():
                                old_attention(4, 16).apply({"params": params}, x, kv, mask), atol=1e-5)
 
 
+@pytest.mark.slow  # ~20 s; keeps the default run under 15 minutes
 def test_score_policy_outputs_and_parameters_unchanged(monkeypatch):
   visual, question, qmask = _inputs()  # self- and cross-attention, one question empty
   policy = pl.ScorePolicy(hidden=16, num_layers=2, num_heads=4, query_conditioned=True)

@@ -85,6 +85,7 @@ def test_smoke_run_trains_checkpoints_and_evaluates(uninterrupted):
   assert 0.0 <= res[("full", 1.0)] <= 1.0 and ("score", 0.1) in res and ("oracle", 0.25) in res
 
 
+@pytest.mark.slow  # ~40 s; the SIGTERM resume test (test_run_safety.py) stays in the default run; keeps the default run under 15 minutes
 def test_killed_run_resumes_to_the_same_params(uninterrupted, tiny_embedded_model, tmp_path):
   _, full = uninterrupted
   workdir = tmp_path / "run_crash"
@@ -153,6 +154,7 @@ def test_blind_filter_keeps_only_questions_missed_without_video(tiny_embedded_mo
   assert (blind.argmax(-1) != batch["answer"]).all()
 
 
+@pytest.mark.slow  # ~60 s; the tail rule's adaptive eval and the split's count-head gradient stay in the default run; keeps the default run under 15 minutes
 def test_adaptive_score_trains_and_reports_its_own_budget(tiny_embedded_model, tmp_path):
   """Keep/drop sampling under a cap: the policy starts near its target retention, eval adds an
   adaptive row whose per-sample retention never exceeds the cap, next to the fixed-ratio rows."""
@@ -256,6 +258,7 @@ def test_tail_rule_makes_any_score_policy_adaptive(tiny_embedded_model):
     method.keep_fn(c, policy, state.params)
 
 
+@pytest.mark.slow  # ~30 s; calibrate_tail itself is in test_selection.py; keeps the default run under 15 minutes
 def test_calibrate_tail_command_reaches_its_target_on_a_training_mix(uninterrupted):
   """benchmarks/calibrate_tail.py on the smoke run: the printed tail keeps at most the target mean retention
   on training videos, half of them through the H.264 round trip (`--lossy_fraction`)."""

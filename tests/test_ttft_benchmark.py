@@ -24,6 +24,9 @@ def num(cell: str) -> float:
   return float(re.sub(r"[x%]$", "", cell))
 
 
+pytestmark = pytest.mark.slow  # ~30 s (a benchmark subprocess); keeps the default run under 15 minutes
+
+
 @pytest.fixture(scope="module")
 def output():
   from score_jax.embedded import base_model

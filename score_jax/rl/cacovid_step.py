@@ -7,8 +7,9 @@
    the first visit's logits are stored in the memory and used for sampling and as PPO's old policy;
 2. rollouts, each sample at its own rate (rung lv[b] of `settings.ladder`; k = round(r * P) tokens per frame,
    `ocss.ocss_shape`): content (density peaks, reward reported only, as in the authors' code), token (OCSS,
-   first = top-k; a sub-space per frame, or one rank block per rollout with `subspace_draw="video"`), frame (n_f frames, density peaks in them); T * k_max token slots, a sample at a lower rate
-   has its extra slots marked invalid (masked in the prefill);
+   first = top-k; a sub-space per frame, one rank block per rollout, or half of each: `subspace_draw`), frame
+   (n_f frames, density peaks in them); T * k_max token slots, a sample at a lower rate has its extra slots
+   marked invalid (masked in the prefill);
 3. one batched prefill per rollout -> rewards: multiple-choice correctness (0/1, the authors'), or
    `settings.task_reward` as SCORE's (`train_step.task_reward`); rates move by correctness either way;
 4. token and frame rollouts (and the rung of each) are appended to the replay memory; advantages
@@ -47,7 +48,6 @@ from score_jax.rl.train_step import TASK_REWARDS, TrainState, task_reward
 
 LOGPROBS = ("per_token", "ocss_exact")
 ADVANTAGE_GROUPS = ("sample", "sample_rate")
-SUBSPACE_DRAWS = ("frame", "video")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +71,7 @@ class CaCoVIDSettings:
   logprob: str = "per_token"
   task_reward: str = "correct"  # the authors' 0/1; "correct+margin" / "margin" as SCORE's (rl/train_step.py)
   advantage_groups: str = "sample"  # the authors': all of a sample's remembered rollouts; "sample_rate": per rate
-  subspace_draw: str = "frame"  # the authors': a sub-space per frame; "video": one rank block per rollout (ocss.py)
+  subspace_draw: str = "frame"  # the authors': a sub-space per frame; "video": one rank block per rollout; "mixed"
 
   def __post_init__(self):
     if not 0.0 < self.base_ratio <= 1.0:
@@ -86,8 +86,8 @@ class CaCoVIDSettings:
       raise ValueError(f"cacovid.logprob={self.logprob!r}; expected one of {LOGPROBS}.")
     if self.advantage_groups not in ADVANTAGE_GROUPS:
       raise ValueError(f"cacovid.advantage_groups={self.advantage_groups!r}; expected one of {ADVANTAGE_GROUPS}.")
-    if self.subspace_draw not in SUBSPACE_DRAWS:
-      raise ValueError(f"cacovid.subspace_draw={self.subspace_draw!r}; expected one of {SUBSPACE_DRAWS}.")
+    if self.subspace_draw not in ocss.SUBSPACE_DRAWS:
+      raise ValueError(f"cacovid.subspace_draw={self.subspace_draw!r}; expected one of {ocss.SUBSPACE_DRAWS}.")
     if self.task_reward not in TASK_REWARDS:
       raise ValueError(f"cacovid.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
 
@@ -142,7 +142,7 @@ def cacovid_loss(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, memory: d
   if s.logprob == "ocss_exact":
     lp_tok = lambda logits: ocss.ocss_set_logprob_by_level(logits, memory.token_masks, memory.token_levels,
                                                            shapes, s.max_group_prob, s.within_clip,
-                                                           per_video=s.subspace_draw == "video")
+                                                           draw=s.subspace_draw)
     lp_fr = lambda logits: ocss.frame_set_logprob(logits, memory.frame_masks, n_frames, s.max_frame_prob)
     tok_loss, tok_aux = rollout_ppo_loss(lp_tok(token_logits), lp_tok(old_tok), adv_tok, memory.token_valid,
                                          eps_low=s.eps_low, eps_high=s.eps_high)
@@ -194,7 +194,7 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
     k_tok, k_fr = jax.random.split(key)
     token_s = ocss.ocss_group_sample_by_level(k_tok, old_tok, levels, shapes[:top + 1], s.token_rollouts,
                                               s.max_group_prob, s.within_clip,
-                                              per_video=s.subspace_draw == "video")
+                                              draw=s.subspace_draw)
     frame_s, frame_mask = ocss.frame_mode_sample(k_fr, old_fr, visual, k * t, n_f, s.frame_rollouts,
                                                  s.max_frame_prob, s.knn, k_valid=k_row * t)
     parts = ([ocss.content_sample(visual, k, s.knn, k_row)] if s.content_rollouts else []) + [token_s, frame_s]

@@ -11,16 +11,18 @@ Token mode (OCSS), independently in every frame, k tokens per frame:
      proportional to w_i = clip(p_i / mass, 1/(2s), 2/s) (s = P // l; the within-group clamp of the
      authors' code, `within_clip=None` turns it off) via Gumbel-top-k on log w.
   The first mask of a group is the deterministic per-frame top-k.
-  `per_video=True` (ours, `cacovid.subspace_draw="video"`): step 3 is done once per video, from the capped
-  mean over frames of the sub-space masses, and every frame draws its k tokens inside the same-ranked
-  sub-space g (its own tokens of that rank block); steps 1, 2 and 4 stay per frame. In a static video
-  the T per-frame draws then no longer cover a frame's top l * k ranks together, and a rollout's reward
-  says whether the question's object lies in rank block g.
+  `draw` (ours, `cacovid.subspace_draw`; the authors': "frame"): "video" does step 3 once per video, from
+  the capped mean over frames of the sub-space masses, and every frame draws its k tokens inside the
+  same-ranked sub-space g (its own tokens of that rank block); steps 1, 2 and 4 stay per frame. In a
+  static video the T per-frame draws then no longer cover a frame's top l * k ranks together, and a
+  rollout's reward says whether the question's object lies in rank block g. "mixed": the first half of a
+  group's rollouts per frame, the second half per video; its probability is the even mixture of the two.
 Log-probabilities, re-evaluated under any logits (the sub-space partition is recomputed from them; a draw
 that is no longer inside one sub-space gets -inf, per video: inside one rank block in every frame):
   `ocss_logprob`: the ordered draw, sum over frames of log P(sub-space) + Plackett-Luce log P(order | sub-space);
   `ocss_set_logprob`: the combination (the keep mask the LLM saw), sum over frames of
-      log P(g) + log P(S | g), where S (|S| = k) lies in sub-space g and P(S | g) sums the k! orders:
+      log P(g) + log P(S | g) (per video: log P(g) once, `ocss_video_set_logprob`), where S (|S| = k)
+      lies in sub-space g and P(S | g) sums the k! orders:
       with w the within-group weights, W their total over g, and f(A) the probability that the first |A|
       draws are the set A, f({}) = 1 and f(A) = sum_{i in A} f(A - i) * w_i / (W - w(A - i)), so
       P(S | g) = f(S), computed exactly in log space over the 2^k subsets of S (`set_logprob_without_replacement`,
@@ -53,6 +55,7 @@ from score_jax.compress.selection import indices_to_mask
 from score_jax.rl.sampling import MaskSample, plackett_luce_logprob
 
 NEG = -1e30  # finite "minus infinity" for masked logits (no NaN gradients)
+SUBSPACE_DRAWS = ("frame", "video", "mixed")  # where a token-mode rollout draws its sub-space (module docstring)
 
 
 def num_subspaces(ratio: float, lam: float = 2.0) -> int:
@@ -216,16 +219,21 @@ def _padded_frames_to_sample(local_order: jnp.ndarray, p: int) -> MaskSample:
 
 def ocss_group_sample(key: jax.Array, logits: jnp.ndarray, k: int, group_size: int, l: int,
                       max_group_prob: float = 2.0, within_clip: float | None = 2.0,
-                      first_topk: bool = True, per_video: bool = False) -> MaskSample:
+                      first_topk: bool = True, draw: str = "frame") -> MaskSample:
   """G OCSS masks per sample: token logits [B, T, P] -> MaskSample leaves [B, G, ...] with T * k tokens
-  (per_video: one rank block per rollout, see the module docstring).
+  (`draw`: a sub-space per frame, one rank block per rollout, or half of each; see the module docstring).
 
   `order` is flat and frame-major (each frame's tokens in their draw order), as `ocss_logprob` expects.
   """
   b, t, p = logits.shape
   gumbel = jax.random.gumbel(key, (b, group_size, t, l + p), jnp.float32)  # one draw for all: one RNG kernel
   grouped = jnp.broadcast_to(logits[:, None], (b, group_size, t, p))
-  orders = _ocss_from_noise(grouped, gumbel, k, l, max_group_prob, within_clip, per_video)  # [B, G, T, k]
+  if draw not in SUBSPACE_DRAWS:
+    raise ValueError(f"draw={draw!r}; expected one of {SUBSPACE_DRAWS}.")
+  orders = _ocss_from_noise(grouped, gumbel, k, l, max_group_prob, within_clip, draw == "video")  # [B, G, T, k]
+  if draw == "mixed":  # the second half per video (the same noise: each rollout uses one of the two draws)
+    video = _ocss_from_noise(grouped, gumbel, k, l, max_group_prob, within_clip, True)
+    orders = jnp.where((jnp.arange(group_size) >= group_size - group_size // 2)[:, None, None], video, orders)
   if first_topk:
     top = jax.lax.top_k(logits, k)[1].astype(jnp.int32)  # [B, T, k]
     orders = orders.at[:, 0].set(top)
@@ -251,7 +259,7 @@ def _rows_at(levels: jnp.ndarray, shapes: tuple[tuple[int, int], ...], shape: tu
 def ocss_group_sample_by_level(key: jax.Array, logits: jnp.ndarray, levels: jnp.ndarray,
                                shapes: tuple[tuple[int, int], ...], group_size: int, max_group_prob: float = 2.0,
                                within_clip: float | None = 2.0, first_topk: bool = True,
-                               per_video: bool = False) -> MaskSample:
+                               draw: str = "frame") -> MaskSample:
   """G OCSS masks per sample, each sample at its own rung: logits [B, T, P], levels int [B] (index into
   `shapes`, the (k, l) of every rung) -> MaskSample leaves [B, G, T * k_max]; a row at a rung with k < k_max
   has its padding marked invalid (`valid`), so one compiled step serves every mix of rates. Every (k, l) draws
@@ -260,7 +268,7 @@ def ocss_group_sample_by_level(key: jax.Array, logits: jnp.ndarray, levels: jnp.
   k_max = max(k for k, _ in shapes)
   orders = jnp.full((b, group_size, t, k_max), -1, jnp.int32)
   for k, l in sorted(set(shapes)):
-    o = ocss_group_sample(key, logits, k, group_size, l, max_group_prob, within_clip, first_topk, per_video).order
+    o = ocss_group_sample(key, logits, k, group_size, l, max_group_prob, within_clip, first_topk, draw).order
     o = jnp.pad(o.reshape(b, group_size, t, k) - (jnp.arange(t, dtype=jnp.int32) * p)[:, None],
                 ((0, 0), (0, 0), (0, 0), (0, k_max - k)), constant_values=-1)
     orders = jnp.where(_rows_at(levels, shapes, (k, l))[:, None, None, None], o, orders)
@@ -335,25 +343,34 @@ def ocss_video_set_logprob(logits: jnp.ndarray, members: jnp.ndarray, l: int, ma
 
 
 def ocss_set_logprob(logits: jnp.ndarray, masks: jnp.ndarray, k: int, l: int, max_group_prob: float = 2.0,
-                     within_clip: float | None = 2.0, per_video: bool = False) -> jnp.ndarray:
+                     within_clip: float | None = 2.0, draw: str = "frame") -> jnp.ndarray:
   """log P(keep mask) of token-mode rollouts with k tokens per frame: logits [B, T, P], masks bool [B, C, N]
-  -> [B, C] (sum over frames of `ocss_frame_set_logprob`; per_video: `ocss_video_set_logprob`)."""
+  -> [B, C]: sum over frames of `ocss_frame_set_logprob` ("frame"), `ocss_video_set_logprob` ("video"), or
+  the log of their even mixture ("mixed")."""
   b, t, p = logits.shape
   c = masks.shape[1]
   members = jax.lax.top_k(masks.reshape(b, c, t, p).astype(jnp.float32), k)[1]  # the frame's kept tokens
   grouped = jnp.broadcast_to(logits[:, None], (b, c, t, p))
-  if per_video:
-    return ocss_video_set_logprob(grouped, members, l, max_group_prob, within_clip)
-  return jnp.sum(ocss_frame_set_logprob(grouped, members, l, max_group_prob, within_clip), axis=-1)
+  if draw not in SUBSPACE_DRAWS:
+    raise ValueError(f"draw={draw!r}; expected one of {SUBSPACE_DRAWS}.")
+  per_frame = jnp.sum(ocss_frame_set_logprob(grouped, members, l, max_group_prob, within_clip), axis=-1)
+  if draw == "frame":
+    return per_frame
+  per_video = ocss_video_set_logprob(grouped, members, l, max_group_prob, within_clip)
+  if draw == "video":
+    return per_video
+  never = jnp.isneginf(per_frame) & jnp.isneginf(per_video)  # logaddexp(-inf, -inf) has NaN gradients
+  mixed = jnp.logaddexp(jnp.where(never, 0.0, per_frame), jnp.where(never, 0.0, per_video)) - jnp.log(2.0)
+  return jnp.where(never, -jnp.inf, mixed)
 
 
 def ocss_set_logprob_by_level(logits: jnp.ndarray, masks: jnp.ndarray, levels: jnp.ndarray,
                               shapes: tuple[tuple[int, int], ...], max_group_prob: float = 2.0,
-                              within_clip: float | None = 2.0, per_video: bool = False) -> jnp.ndarray:
+                              within_clip: float | None = 2.0, draw: str = "frame") -> jnp.ndarray:
   """`ocss_set_logprob` of rollouts drawn at different rungs: levels int [B, C] index `shapes` -> [B, C]."""
   out = jnp.zeros(masks.shape[:2], jnp.float32)
   for k, l in sorted(set(shapes)):
-    lp = ocss_set_logprob(logits, masks, k, l, max_group_prob, within_clip, per_video)
+    lp = ocss_set_logprob(logits, masks, k, l, max_group_prob, within_clip, draw)
     out = jnp.where(_rows_at(levels, shapes, (k, l)), lp, out)
   return out
 

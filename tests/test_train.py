@@ -111,6 +111,11 @@ def test_bad_config_values_name_the_field(tiny_embedded_model, tmp_path):
   with pytest.raises(ValueError, match="cacovid_eval.max_frame_share"):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke",
                                  **{"cacovid_eval.max_frame_share": 1.5}))
+  with pytest.raises(ValueError, match="cacovid_eval.dedup"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke", **{"cacovid_eval.dedup": 1.5}))
+  with pytest.raises(ValueError, match="cacovid.subspace_draw"):
+    train_lib.train(smoke_config(tmp_path, tiny_embedded_model, name="cacovid_smoke",
+                                 **{"cacovid.subspace_draw": "clip"}))
   with pytest.raises(ValueError, match="curriculum"):
     train_lib.train(smoke_config(tmp_path, tiny_embedded_model, curriculum="pseudo:3,movies:2"))
   with pytest.raises(ValueError, match="config.method"):

@@ -11,6 +11,11 @@ At retention rho with N = T * P tokens, k = budget(N, rho) tokens are kept (stat
      positions in temporal (frame-major, raster) order: positions round(linspace(0, R - 1, k - k_imp)) of the R
      unselected tokens, as the authors' `div_sample_eval`.
 Jittable: everything is static except the correction loop, a `lax.while_loop`.
+`dedup` > 0 (ours, `cacovid_eval.dedup`; not the authors'): a token whose feature has cosine similarity
+>= dedup with the same position in the previous frame is a repeat (`repeated_tokens`); steps 1-3 are then
+replaced by one ranking over the video, log P(frame) + log P(token | frame) under the policy (frame logits
+scaled as in step 1), repeats last, so that a still scene spends its budget on distinct tokens rather
+than on the same top positions of every frame.
 Reference: CaCoVID (arXiv 2602.01649) evaluation code (`sample_token_eval`).
 """
 from __future__ import annotations
@@ -59,15 +64,39 @@ def uniform_positions(r: int, m: int) -> np.ndarray:
   return np.round(np.linspace(0, r - 1, m)).astype(np.int32) if m else np.zeros((0,), np.int32)
 
 
+def repeated_tokens(visual: jnp.ndarray, threshold: float) -> jnp.ndarray:
+  """bool [B, T, P]: tokens of visual [B, T, P, d] with cosine similarity >= threshold to the same position
+  in the previous frame (frame 0 has none)."""
+  x = visual.astype(jnp.float32)
+  norm = jnp.linalg.norm(x, axis=-1)
+  cos = jnp.sum(x[:, 1:] * x[:, :-1], axis=-1) / jnp.maximum(norm[:, 1:] * norm[:, :-1], 1e-12)
+  return jnp.concatenate([jnp.zeros_like(cos[:, :1], bool), cos >= threshold], axis=1)
+
+
+def video_ranked_mask(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, repeated: jnp.ndarray,
+                      k: int) -> jnp.ndarray:
+  """bool [B, T * P]: the k tokens of highest log P(frame) + log P(token | frame), repeats (bool [B, T, P]) last."""
+  b, t, p = token_logits.shape
+  fl = frame_logits.astype(jnp.float32)
+  fl = fl / jnp.maximum(jnp.max(jnp.abs(fl), axis=-1, keepdims=True), 1e-12) * 3.0  # as `frame_budgets`
+  score = jax.nn.log_softmax(fl, axis=-1)[..., None] + jax.nn.log_softmax(token_logits.astype(jnp.float32), -1)
+  score = jnp.where(repeated, score - 1e4, score)  # repeats after every new token, in their own order
+  return indices_to_mask(jax.lax.top_k(score.reshape(b, t * p), k)[1], t * p)
+
+
 def cacovid_keep_indices(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, ratio: float, imp: float = 0.5,
-                         max_frame_share: float | None = None) -> jnp.ndarray:
-  """Kept token indices [B, k] ascending, k = budget(T * P, ratio), from token [B, T, P] and frame [B, T] logits."""
+                         max_frame_share: float | None = None, repeated: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Kept token indices [B, k] ascending, k = budget(T * P, ratio), from token [B, T, P] and frame [B, T] logits
+  (`repeated` bool [B, T, P]: rank over the video with repeats last instead of per-frame quotas)."""
   b, t, p = token_logits.shape
   n = t * p
   k = budget(n, ratio)
   k_imp = importance_budget(n, ratio, imp)
-  quotas = frame_budgets(frame_logits, ratio, p, imp, max_frame_share)
-  chosen = quota_mask(token_logits, quotas).reshape(b, n)
+  if repeated is None:
+    quotas = frame_budgets(frame_logits, ratio, p, imp, max_frame_share)
+    chosen = quota_mask(token_logits, quotas).reshape(b, n)
+  else:
+    chosen = video_ranked_mask(token_logits, frame_logits, repeated, k_imp)
   k_uni = k - k_imp
   if k_uni:
     rest = mask_to_indices(~chosen, n - k_imp)
@@ -78,10 +107,11 @@ def cacovid_keep_indices(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, r
 
 def policy_keep_indices(policy, params, visual: jnp.ndarray, question: jnp.ndarray,
                         question_mask: jnp.ndarray | None, ratio: float, imp: float = 0.5,
-                        max_frame_share: float | None = None) -> jnp.ndarray:
+                        max_frame_share: float | None = None, dedup: float = 0.0) -> jnp.ndarray:
   """A trained `CaCoVIDPolicy` end to end: visual [B, T, P, d] + question embeddings -> kept indices [B, k].
 
-  Jit with `static_argnums=(0, 5, 6, 7)` (policy, ratio, imp, max_frame_share).
+  Jit with `static_argnums=(0, 5, 6, 7, 8)` (policy, ratio, imp, max_frame_share, dedup).
   """
   out = policy.apply({"params": params}, visual, question, question_mask)
-  return cacovid_keep_indices(out.token, out.frame, ratio, imp, max_frame_share)
+  repeated = repeated_tokens(visual, dedup) if dedup else None
+  return cacovid_keep_indices(out.token, out.frame, ratio, imp, max_frame_share, repeated)

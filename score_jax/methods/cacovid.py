@@ -41,18 +41,22 @@ def settings(config) -> cs.CaCoVIDSettings:
 
 
 # The inference section and the settings of it that `inference` reads (`eval.takes_inference`).
-INFERENCE = ("cacovid_eval", ("imp", "max_frame_share"))
+INFERENCE = ("cacovid_eval", ("imp", "max_frame_share", "dedup"))
 
 
-def inference(config) -> tuple[float, float | None]:
-  """(cacovid_eval.imp, cacovid_eval.max_frame_share or None for the authors' 1.5 * rate), checked."""
+def inference(config) -> tuple[float, float | None, float]:
+  """(cacovid_eval.imp, cacovid_eval.max_frame_share or None for the authors' 1.5 * rate, cacovid_eval.dedup),
+  checked."""
   ev = config.get("cacovid_eval", {})
   imp, share = float(ev.get("imp", 0.5)), float(ev.get("max_frame_share", 0.0))
+  dedup = float(ev.get("dedup", 0.0))
+  if not 0.0 <= dedup <= 1.0:
+    raise ValueError(f"cacovid_eval.dedup={dedup} must be in [0, 1] (a cosine similarity; 0: off).")
   if not 0.0 <= imp <= 1.0:
     raise ValueError(f"cacovid_eval.imp={imp} must be in [0, 1].")
   if not 0.0 <= share <= 1.0:
     raise ValueError(f"cacovid_eval.max_frame_share={share} must be in [0, 1] (0: the authors' 1.5 * rate).")
-  return imp, share or None
+  return imp, share or None, dedup
 
 
 def init_state(config, policy, tx, llm, key, mesh=None):
@@ -86,12 +90,12 @@ def make_train_step(config, policy, llm, tx, mesh):
 
 
 def keep_fn(config, policy, params):
-  imp, share = inference(config)
+  imp, share, dedup = inference(config)
 
   @functools.partial(jax.jit, static_argnums=(3,))
   def keep(params, visual, question, k_ratio, question_mask):
     return cacovid_inference.policy_keep_indices(policy, params, visual, question, question_mask, k_ratio, imp,
-                                                 share)
+                                                 share, dedup)
 
   def select(features, k):
     b, t, p, _ = features["visual"].shape

@@ -5,7 +5,8 @@ new batch, and before each visit every sample's rate moves on its ladder by the 
 remembered rollouts (halved when they are mostly right, doubled when mostly wrong; whatever
 `cacovid.task_reward` the PPO advantages use), as the authors' trainer does per sample.
 Memory and rates live only within a step, so a checkpoint between steps resumes exactly. Inference
-keeps a per-frame budget of the best tokens plus uniformly spread ones (`compress/cacovid_inference.py`).
+keeps a per-frame budget of the best tokens plus uniformly spread ones, or with `cacovid_eval.dedup` the
+best tokens over the video with repeats of the previous frame last (`compress/cacovid_inference.py`).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from score_jax.models.partial_forward import (attention_rows, final_norm, forwar
 from score_jax.models.qwen2 import Qwen2MLP, RMSNorm
 from score_jax.testing.random_params import numpy_params, touch_all
 
-VISUAL_ONLY = ("random_stratified", "density_peak", "divprune", "visionzip_select", "vidcom2")
+VISUAL_ONLY = ("random_stratified", "density_peak", "divprune", "visionzip_select", "vidcom2", "random_novel")
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,6 +41,17 @@ def test_static_ascending_unique(name):
   idx = _run(name, visual, 7)
   assert idx.shape == (2, 7) and idx.dtype == np.int32
   assert np.all(np.diff(idx, axis=-1) > 0) and idx.min() >= 0 and idx.max() < 36
+
+
+def test_random_novel_keeps_frame_0_and_changed_places_before_still_ones():
+  rng = np.random.default_rng(7)
+  visual = np.repeat(rng.normal(size=(1, 1, 9, 8)), 4, axis=1)
+  visual[0, 2:, 4] = rng.normal(size=8)  # place 4 changes at frame 2 and stays: new in frames 2 and 3
+  new = set(range(9)) | {2 * 9 + 4, 3 * 9 + 4}
+  assert set(_run("random_novel", visual, 11)[0]) == new  # exactly the new tokens
+  picks = [set(_run("random_novel", visual, 5, seed=s)[0]) for s in range(4)]
+  assert all(p <= new for p in picks) and len({frozenset(p) for p in picks}) > 1  # random among them only
+  assert len(set(_run("random_novel", visual, 14)[0]) - new) == 3  # still tokens only after every new one
 
 
 def test_random_stratified_counts():

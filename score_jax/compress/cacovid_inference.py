@@ -11,11 +11,12 @@ At retention rho with N = T * P tokens, k = budget(N, rho) tokens are kept (stat
      positions in temporal (frame-major, raster) order: positions round(linspace(0, R - 1, k - k_imp)) of the R
      unselected tokens, as the authors' `div_sample_eval`.
 Jittable: everything is static except the correction loop, a `lax.while_loop`.
-`dedup` > 0 (ours, `cacovid_eval.dedup`; not the authors'): a token whose feature has cosine similarity
->= dedup with the same position in the previous frame is a repeat (`repeated_tokens`); steps 1-3 are then
-replaced by one ranking over the video, log P(frame) + log P(token | frame) under the policy (frame logits
-scaled as in step 1), repeats last, so that a still scene spends its budget on distinct tokens rather
-than on the same top positions of every frame.
+`dedup` > 0 (ours, `cacovid_eval.dedup`; not the authors'): after frame 0, a token at a place that has
+not changed since (cosine similarity >= dedup with the place in the previous frame, every frame so far:
+`surprise.still_places`) is a repeat; steps 1-3 are then replaced by one ranking over the video,
+log P(frame) + log P(token | frame) under the policy (frame logits scaled as in step 1), repeats last, so
+that a still scene spends its budget on distinct tokens rather than on the same top places of every
+frame, and a place that changed stays in the running in every later frame.
 Reference: CaCoVID (arXiv 2602.01649) evaluation code (`sample_token_eval`).
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from score_jax.compress.quota import mask_to_indices, quota_mask, round_quotas
 from score_jax.compress.selection import budget, indices_to_mask
+from score_jax.compress.surprise import still_places
 
 
 def _floor(x: float) -> int:
@@ -62,15 +64,6 @@ def frame_budgets(frame_logits: jnp.ndarray, ratio: float, p: int, imp: float = 
 def uniform_positions(r: int, m: int) -> np.ndarray:
   """Static round(linspace(0, r - 1, m)) (half to even, as torch)."""
   return np.round(np.linspace(0, r - 1, m)).astype(np.int32) if m else np.zeros((0,), np.int32)
-
-
-def repeated_tokens(visual: jnp.ndarray, threshold: float) -> jnp.ndarray:
-  """bool [B, T, P]: tokens of visual [B, T, P, d] with cosine similarity >= threshold to the same position
-  in the previous frame (frame 0 has none)."""
-  x = visual.astype(jnp.float32)
-  norm = jnp.linalg.norm(x, axis=-1)
-  cos = jnp.sum(x[:, 1:] * x[:, :-1], axis=-1) / jnp.maximum(norm[:, 1:] * norm[:, :-1], 1e-12)
-  return jnp.concatenate([jnp.zeros_like(cos[:, :1], bool), cos >= threshold], axis=1)
 
 
 def video_ranked_mask(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, repeated: jnp.ndarray,
@@ -113,5 +106,5 @@ def policy_keep_indices(policy, params, visual: jnp.ndarray, question: jnp.ndarr
   Jit with `static_argnums=(0, 5, 6, 7, 8)` (policy, ratio, imp, max_frame_share, dedup).
   """
   out = policy.apply({"params": params}, visual, question, question_mask)
-  repeated = repeated_tokens(visual, dedup) if dedup else None
+  repeated = still_places(visual, dedup) if dedup else None
   return cacovid_keep_indices(out.token, out.frame, ratio, imp, max_frame_share, repeated)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 FIRST_FRAME_MODES = ("zero", "self", "mean")
+STILL_COSINE = 0.95  # `still_places`: a place whose token stays this similar to the previous frame's is still
 
 
 class SurpriseState(NamedTuple):
@@ -63,3 +64,14 @@ def residual_magnitude_scores(tokens: jnp.ndarray) -> jnp.ndarray:
   """Heuristic keep scores [B, T*P]: residual L2 norm; frame 0 uses ||x[0] - temporal mean||."""
   norm = jnp.linalg.norm(temporal_residual(tokens, "mean"), axis=-1)
   return norm.reshape(norm.shape[0], -1)
+
+
+def still_places(tokens: jnp.ndarray, threshold: float) -> jnp.ndarray:
+  """bool [B, T, P]: tokens of [B, T, P, d] at a place that has not changed since frame 0, a change being a
+  cosine similarity below `threshold` with the same place in the previous frame (frame 0: never still; a
+  place that changed once stays changed, as in `surprise_memory`)."""
+  x = tokens.astype(jnp.float32)
+  norm = jnp.linalg.norm(x, axis=-1)
+  cos = jnp.sum(x[:, 1:] * x[:, :-1], axis=-1) / jnp.maximum(norm[:, 1:] * norm[:, :-1], 1e-12)
+  changed = jnp.cumsum((cos < threshold).astype(jnp.int32), axis=1) > 0  # [B, T - 1, P]
+  return jnp.concatenate([jnp.zeros_like(changed[:, :1]), ~changed], axis=1)

@@ -16,4 +16,4 @@ and FastVID (`fastvid.py`).
 """
 from score_jax.compress.baselines.registry import (COMPRESSORS, SELECTORS, get_compressor, get_selector,  # noqa: F401
                                                    method_names, register_compressor, register_selector)
-from score_jax.compress.baselines import random_keep, residual, oracle, random_stratified, density_peak, divprune, visionzip, vidcom2, fastv, uniform_pool, fastvid  # noqa: F401,E501  (registration)
+from score_jax.compress.baselines import random_keep, residual, oracle, random_stratified, density_peak, divprune, visionzip, vidcom2, fastv, uniform_pool, fastvid, random_novel  # noqa: F401,E501  (registration)

@@ -102,6 +102,11 @@ def test_dedup_ranks_new_tokens_over_the_video_before_repeats():
   k_imp = importance_budget(N, 0.1, 1.0)  # 12 ranked, 1 uniform fill (the first token not ranked)
   ranked = changed | set(order[:k_imp - 3])  # + frame 0's best places; no repeat
   assert ranked <= set(dedup) and len(dedup) == k == k_imp + 1
+  # more budget than new tokens (19): the repeats follow in temporal order, frame 1's by score
+  wide = np.asarray(jax.jit(cacovid_keep_indices, static_argnums=(2, 3, 4))(
+      tok, jnp.zeros((1, T)), 0.25, 1.0, 1.0, repeated))[0]
+  new = set(range(P)) | changed
+  np.testing.assert_array_equal(wide, sorted(new | set(P + order[:budget(N, 0.25) - len(new)])))
   # the frame scores count: with equal token scores, frame 0's new tokens win the ties (lower index first) until
   # frame 5 is preferred
   flat = jnp.zeros((1, T, P))

@@ -210,6 +210,7 @@ def test_padded_rollouts_answer_like_unpadded_ones():
   np.testing.assert_allclose(np.asarray(padded[1]), np.asarray(alone[0]), atol=1e-4)
 
 
+@pytest.mark.slow  # ~15 s; keeps the default run under 15 minutes
 def test_dense_task_reward_is_remembered_and_correctness_reported_apart():
   # task_reward="correct+margin": the memory holds correct + 0.5 tanh(margin) (> 1 right, <= 0 wrong), while
   # the per-sample correctness the host moves the rates by stays the 0/1 mean

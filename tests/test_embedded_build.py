@@ -27,6 +27,11 @@ def _fake_hf_folder(folder):
   return str(folder)
 
 
+# A real tiny build (~70 s on 2 cores) behind these tests: slow, to keep the default run under 15 minutes; the
+# refusals of foreign folders and the replay need no build and stay in the default run.
+BUILDS = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   """A real tiny build into a folder that does not exist yet (nor does its parent)."""
@@ -48,6 +53,7 @@ def no_training(monkeypatch, trained):
   monkeypatch.setattr(base_model, "train_base_model", lambda settings, progress=True: trained)
 
 
+@BUILDS
 def test_build_into_a_new_path(built):
   folder, info = built
   assert {"build_info.json", "config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(folder))
@@ -95,6 +101,7 @@ def _fail_mid_save(folder, *args, **kwargs):
   raise RuntimeError("disk full")
 
 
+@BUILDS
 def test_interrupted_build_leaves_no_folder(tmp_path, monkeypatch, no_training):
   monkeypatch.setattr(hf_saving, "save_llava_onevision", _fail_mid_save)
   with pytest.raises(RuntimeError, match="disk full"):
@@ -102,6 +109,7 @@ def test_interrupted_build_leaves_no_folder(tmp_path, monkeypatch, no_training):
   assert os.listdir(tmp_path) == []  # neither the target nor a temporary folder
 
 
+@BUILDS
 def test_interrupted_rebuild_keeps_the_earlier_build(tmp_path, monkeypatch, built, no_training):
   folder = shutil.copytree(built[0], tmp_path / "old")
   before = tree_digest(folder)
@@ -112,6 +120,7 @@ def test_interrupted_rebuild_keeps_the_earlier_build(tmp_path, monkeypatch, buil
   assert os.listdir(tmp_path) == ["old"]
 
 
+@BUILDS
 def test_stale_build_is_replaced_whole(tmp_path, built, no_training):
   folder = str(shutil.copytree(built[0], tmp_path / "old"))
   info = base_model.read_build_info(folder)
@@ -124,6 +133,7 @@ def test_stale_build_is_replaced_whole(tmp_path, built, no_training):
   assert os.listdir(tmp_path) == ["old"]  # the earlier build, moved aside, is deleted
 
 
+@BUILDS
 def test_empty_existing_folder_is_built_into(tmp_path, no_training):
   os.makedirs(tmp_path / "empty")
   base_model.build_base_model(str(tmp_path / "empty"), TINY, progress=False)
@@ -131,6 +141,7 @@ def test_empty_existing_folder_is_built_into(tmp_path, no_training):
   assert os.listdir(tmp_path) == ["empty"]
 
 
+@BUILDS
 def test_current_build_is_used_as_is(built, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("rebuilt a current folder")

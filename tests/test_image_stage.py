@@ -167,6 +167,7 @@ def test_an_images_stage_needs_the_image_file(tiny_embedded_model, tmp_path):
     config_checks.parse_curriculum("imgs:3")
 
 
+@pytest.mark.slow  # ~60 s (two trainings); the image cache and pseudo-videos stay in the default run; keeps the default run under 15 minutes
 def test_images_then_video_curriculum_trains_from_the_image_cache(image_set, tiny_embedded_model, tmp_path,
                                                                    monkeypatch, caplog):
   """End to end: PNG/JPEG + JSONL -> `score_jax.cache` (images split) -> train `images:4,video:2`, the images

@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from score_jax.rl.sampling import (bernoulli_logprob, bernoulli_sample, cheap_set_logprob,
                                    group_sample, gumbel_topk_sample, mask_logprob,
@@ -188,6 +189,7 @@ def test_sized_topk_counts_structure_and_exact_logprob():
         np.testing.assert_allclose(lp[np.flatnonzero(hit)[0]], math.log(want), rtol=1e-5)
 
 
+@pytest.mark.slow  # ~16 s; an option, not the default sampler; keeps the default run under 15 minutes
 def test_sized_logprob_gradient_reaches_both_heads():
   logits, count_logits = _randn(11, (2, 6)), _randn(12, (2, 3))
   s = sized_group_sample(jax.random.PRNGKey(0), logits, count_logits, (1, 2, 3), 4)

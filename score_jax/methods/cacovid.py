@@ -6,7 +6,7 @@ remembered rollouts (halved when they are mostly right, doubled when mostly wron
 `cacovid.task_reward` the PPO advantages use), as the authors' trainer does per sample.
 Memory and rates live only within a step, so a checkpoint between steps resumes exactly. Inference
 keeps a per-frame budget of the best tokens plus uniformly spread ones, or with `cacovid_eval.dedup` the
-best tokens over the video with repeats of the previous frame last (`compress/cacovid_inference.py`).
+best tokens over the video with tokens of places still since frame 0 last (`compress/cacovid_inference.py`).
 """
 from __future__ import annotations
 

@@ -353,12 +353,12 @@ def ocss_set_logprob(logits: jnp.ndarray, masks: jnp.ndarray, k: int, l: int, ma
   grouped = jnp.broadcast_to(logits[:, None], (b, c, t, p))
   if draw not in SUBSPACE_DRAWS:
     raise ValueError(f"draw={draw!r}; expected one of {SUBSPACE_DRAWS}.")
+  per_video = ocss_video_set_logprob(grouped, members, l, max_group_prob, within_clip) if draw != "frame" else None
+  if draw == "video":
+    return per_video
   per_frame = jnp.sum(ocss_frame_set_logprob(grouped, members, l, max_group_prob, within_clip), axis=-1)
   if draw == "frame":
     return per_frame
-  per_video = ocss_video_set_logprob(grouped, members, l, max_group_prob, within_clip)
-  if draw == "video":
-    return per_video
   never = jnp.isneginf(per_frame) & jnp.isneginf(per_video)  # logaddexp(-inf, -inf) has NaN gradients
   mixed = jnp.logaddexp(jnp.where(never, 0.0, per_frame), jnp.where(never, 0.0, per_video)) - jnp.log(2.0)
   return jnp.where(never, -jnp.inf, mixed)

@@ -6,6 +6,8 @@
 
 Runs one training at a time (2-core machines: never two at once). Each seed's run lives in
 `<out>/seed_<s>` and resumes like any run; the table is also written to `<out>/seeds.md`.
+`--reports=DIR,DIR,...` aggregates the `eval.json` of finished evaluations instead (e.g. `score_jax.eval --out`
+folders of the seeds under another inference setting); nothing is trained, and the table is only printed.
 """
 from __future__ import annotations
 
@@ -19,11 +21,17 @@ from score_jax import multi_seed, train as train_lib
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds")
 _OUT = flags.DEFINE_string("out", None, "folder for the per-seed workdirs and seeds.md")
+_REPORTS = flags.DEFINE_list("reports", [], "folders holding eval.json to aggregate instead of training")
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
+  if _REPORTS.value:
+    agg = multi_seed.aggregate([multi_seed.read_eval(folder) for folder in _REPORTS.value])
+    methods, ratios = multi_seed.rows_and_ratios(agg)
+    print(multi_seed.format_aggregate(agg, ratios, methods))
+    return
   out = _OUT.value or os.path.join(os.path.dirname(config.workdir) or ".", "seeds")
   runs = []
   for seed in map(int, _SEEDS.value):

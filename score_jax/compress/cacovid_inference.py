@@ -75,6 +75,8 @@ def video_ranked_mask(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, repe
   """bool [B, T * P]: the k tokens of highest log P(frame) + log P(token | frame); repeats (bool [B, T, P]) only
   after them, earliest frame first."""
   b, t, p = token_logits.shape
+  if k == 0:  # imp = 0: the whole budget is the uniform fill
+    return jnp.zeros((b, t * p), bool)
   log_frame = jax.nn.log_softmax(scaled_frame_logits(frame_logits), axis=-1)
   score = repeats_last(log_frame[..., None] + jax.nn.log_softmax(token_logits.astype(jnp.float32), -1), repeated)
   return indices_to_mask(jax.lax.top_k(score.reshape(b, t * p), k)[1], t * p)

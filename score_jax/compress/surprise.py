@@ -77,6 +77,14 @@ def still_places(tokens: jnp.ndarray, threshold: float) -> jnp.ndarray:
   return jnp.concatenate([jnp.zeros_like(changed[:, :1]), ~changed], axis=1)
 
 
+def check_still_cosine(value: float, name: str) -> float:
+  """`value` if it is a usable `still_places` threshold (a cosine in [0, 1]; 0: the rule off), else ValueError
+  naming the setting `name`."""
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(f"{name}={value} must be in [0, 1] (a cosine similarity; 0: off).")
+  return value
+
+
 def repeats_last(log_score: jnp.ndarray, repeated: jnp.ndarray) -> jnp.ndarray:
   """Ranking key [B, T, P] from log-scores (<= 0, e.g. a log-softmax over the video) and repeats (bool
   [B, T, P], `still_places`): every other token by its score, then the repeats in temporal order (earliest

@@ -18,6 +18,7 @@ import numpy as np
 
 from score_jax.compress import cacovid_inference
 from score_jax.compress.cacovid_policy import CaCoVIDPolicy
+from score_jax.compress.surprise import check_still_cosine
 from score_jax.rl import cacovid_step as cs
 from score_jax.rl import dynamic_ratio as dr
 
@@ -50,9 +51,7 @@ def inference(config) -> tuple[float, float | None, float]:
   checked."""
   ev = config.get("cacovid_eval", {})
   imp, share = float(ev.get("imp", 0.5)), float(ev.get("max_frame_share", 0.0))
-  dedup = float(ev.get("dedup", 0.0))
-  if not 0.0 <= dedup <= 1.0:
-    raise ValueError(f"cacovid_eval.dedup={dedup} must be in [0, 1] (a cosine similarity; 0: off).")
+  dedup = check_still_cosine(float(ev.get("dedup", 0.0)), "cacovid_eval.dedup")
   if not 0.0 <= imp <= 1.0:
     raise ValueError(f"cacovid_eval.imp={imp} must be in [0, 1].")
   if not 0.0 <= share <= 1.0:

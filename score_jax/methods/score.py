@@ -6,6 +6,7 @@ import math
 import jax
 
 from score_jax.compress.policy import ScorePolicy
+from score_jax.compress.surprise import check_still_cosine
 from score_jax.compress.selection import budget
 from score_jax.methods.keep_policy import KeepPolicy
 from score_jax.models import sharding as shd
@@ -33,6 +34,7 @@ def uses_question(config) -> bool:
 def settings(config) -> ts.RLSettings:
   """The RL settings; `score_eval` is checked here too, so that a bad value stops a run before training."""
   adaptive_inference(config)
+  dedup(config)
   return ts.RLSettings(**config.rl.to_dict())
 
 
@@ -41,8 +43,7 @@ INFERENCE = ("score_eval", ("tail", "cap", "floor", "dedup"))
 
 
 def adaptive_inference(config) -> tuple[float, float, float]:
-  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio, score_eval.floor) of the tail rule (`keep_fn`), checked
-  (with `score_eval.dedup`, read by `dedup`)."""
+  """(score_eval.tail, score_eval.cap, 0 meaning rl.ratio, score_eval.floor) of the tail rule (`keep_fn`), checked."""
   inference = config.get("score_eval", {})
   tail, cap = float(inference.get("tail", 0.0)), float(inference.get("cap", 0.0)) or float(config.rl.ratio)
   floor = float(inference.get("floor", 0.0))
@@ -53,17 +54,13 @@ def adaptive_inference(config) -> tuple[float, float, float]:
   check_floor(floor, cap)
   if floor and not tail:
     raise ValueError(f"score_eval.floor={floor} applies to the tail rule only: set score_eval.tail too.")
-  dedup(config)
   return tail, cap, floor
 
 
 def dedup(config) -> float:
   """`score_eval.dedup`, checked: 0 (off) or the cosine of `surprise.still_places`; tokens at places still since
   frame 0 are kept only after every other token (`train_step.ranking_key`), in both inference modes."""
-  value = float(config.get("score_eval", {}).get("dedup", 0.0))
-  if not 0.0 <= value <= 1.0:
-    raise ValueError(f"score_eval.dedup={value} must be in [0, 1] (a cosine similarity; 0: off).")
-  return value
+  return check_still_cosine(float(config.get("score_eval", {}).get("dedup", 0.0)), "score_eval.dedup")
 
 
 def check_floor(floor: float, cap: float, names: tuple[str, str] = ("score_eval.floor", "score_eval.cap")) -> None:

@@ -1,14 +1,21 @@
 """Accuracy of trained policies on the embedded world's held-out videos, per question type.
 
     python benchmarks/policy_by_type.py --checkpoint=score=workdirs/curriculum \
-        --checkpoint=cacovid=workdirs/cacovid --ratios=0.25,0.1 [--out=by_type.md]
+        --checkpoint=cacovid=workdirs/cacovid --ratios=0.25,0.1 [--set=crowded] \
+        [--swap_questions=same_type] [--out=by_type.md]
 
 Shows where a policy loses accuracy and what question conditioning buys: per question type (and whether
 the question names its target object: the static types, `world.generator.STATIC_QUESTION_TYPES`), the
 frozen model's accuracy with all tokens, each policy's accuracy at each ratio, and how often at least one
 kept token covers the target object (from the generator's object masks). Works for any method's workdir
 (SCORE, question-blind; CaCoVID, which reads the question's embeddings). The frozen model and held-out
-videos (the first `--samples`, as `score_jax.train`) come from the first checkpoint's run config.
+videos (the first `--samples` of `--set`, as `score_jax.train`) come from the first checkpoint's run config.
+
+`--swap_questions=same_type` also runs every policy with the prompt after the video (question and options)
+of another held-out sample of the same question type, `any_type` of a sample of another type (the frozen
+model still reads the true prompt): a policy that reads the object the question names loses accuracy and
+target coverage on the static types under `same_type`; one that reads only what kind of question it is
+changes under `any_type` alone; a question-blind one cannot change ("NAME ... swap" columns).
 """
 from __future__ import annotations
 
@@ -16,10 +23,16 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from score_jax.world.heldout_sets import HELDOUT_SETS
+
 _CHECKPOINT = flags.DEFINE_multi_string("checkpoint", ["workdirs/curriculum"],
                                         "training workdir of a policy, optionally NAME=PATH; repeat for several")
 _RATIOS = flags.DEFINE_list("ratios", ["0.25", "0.1"], "retention ratios")
 _SAMPLES = flags.DEFINE_integer("samples", 256, "held-out videos")
+_SET = flags.DEFINE_enum("set", "clean", list(HELDOUT_SETS), "held-out set (score_jax/world/heldout_sets.py)")
+_SWAP = flags.DEFINE_enum("swap_questions", "none", ["none", "same_type", "any_type"],
+                          "also run each policy with another sample's question: of the same type (does it read "
+                          "the named object?) or of any type (does it read the question at all?)")
 _OUT = flags.DEFINE_string("out", None, "also write the table (markdown) to this file")
 
 
@@ -39,7 +52,7 @@ def by_type_table(hits: dict, covered: dict, full: dict, names: list[str], ratio
 
 def main(argv):
   del argv
-  from score_jax import eval as eval_lib, evaluation, run_ledger, train as train_lib
+  from score_jax import eval as eval_lib, evaluation, question_swap, run_ledger, train as train_lib
   from score_jax.compress.selection import budget
   from score_jax.data.pipeline import make_iterator
   from score_jax.frozen_llm import load_frozen_llm
@@ -61,9 +74,14 @@ def main(argv):
   names, ratios = list(policies), list(map(float, _RATIOS.value))
   answer = evaluation.answer_fn(llm)
 
-  src = WorldSource(train_lib.WORLD, kind="video", split="heldout", size=_SAMPLES.value)
-  hits = {n: {} for n in names}
-  covered = {n: {} for n in names}
+  from score_jax.world import heldout_sets
+  world = heldout_sets.world_of(_SET.value, train_lib.WORLD)
+  lossy = train_lib.lossy_settings(first) if heldout_sets.is_lossy(_SET.value) else None
+  src = WorldSource(world, kind="video", split="heldout", size=_SAMPLES.value, lossy=lossy)
+  runs = [(n, n, False) for n in names]
+  runs += [(f"{n} {_SWAP.value} swap", n, True) for n in names] if _SWAP.value != "none" else []
+  hits = {r: {} for r, _, _ in runs}
+  covered = {r: {} for r, _, _ in runs}
   full: dict = {}
   for raw in make_iterator(src, 32, seed=0, shuffle=False, num_epochs=1, drop_remainder=False, num_threads=1):
     b = train_lib.model_inputs(raw, llm)
@@ -77,15 +95,18 @@ def main(argv):
     everything = np.broadcast_to(np.arange(t * p, dtype=np.int32), (bsz, t * p))
     for qtype, ok in zip(qtypes, np.asarray(answer(llm.params, flat, everything, text)) == b["answer"]):
       full.setdefault(qtype, []).append(bool(ok))
-    for name, policy in policies.items():
+    partner = question_swap.question_partner(qtypes, [str(q) for q in raw["question"]], _SWAP.value == "same_type")
+    swapped = question_swap.with_partner_questions(features, partner)
+    for name, method, other_question in runs:
+      policy = policies[method]
       for ratio in ratios:
-        keep = policy.select(features, budget(t * p, ratio))
+        keep = policy.select(swapped if other_question else features, budget(t * p, ratio))
         pred = np.asarray(answer(llm.params, flat, keep, text, position_mode=policy.position_mode))
         on_target = np.take_along_axis(target, np.asarray(keep), axis=1).any(axis=1)
         for qtype, ok, cov in zip(qtypes, pred == b["answer"], on_target):
           hits[name].setdefault(qtype, {}).setdefault(ratio, []).append(bool(ok))
           covered[name].setdefault(qtype, {}).setdefault(ratio, []).append(bool(cov))
-  table = by_type_table(hits, covered, full, names, ratios, STATIC_QUESTION_TYPES)
+  table = by_type_table(hits, covered, full, [r for r, _, _ in runs], ratios, STATIC_QUESTION_TYPES)
   print(table)
   if _OUT.value:
     with open(_OUT.value, "w") as f:

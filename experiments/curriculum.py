@@ -99,6 +99,9 @@ def get_config():
   c.data.lossy_crf = LossySettings.crf
   c.data.lossy_sizes = LossySettings.sizes
   c.data.lossy_fraction = 0.5
+  # Distractors per generated training video, (lo, hi): () = the world's own 3-6. (12, 15) trains the policy on
+  # the scenes of the "crowded" held-out set (world/heldout_sets.py); the frozen model is never retrained on them.
+  c.data.world_distractors = ()
 
   c.checkpoint_every = 50
   c.keep_checkpoints = 2

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from score_jax.world.heldout_sets import HELDOUT_SETS
+
 # Baselines that read the generated world's per-token oracle scores (absent from JSONL data).
 NEEDS_WORLD = ("oracle",)
 DATA_KINDS = ("pseudo", "video", "jsonl", "images")
 EVAL_SOURCES = ("world", "jsonl")
 MODEL_KINDS = ("embedded", "hf")
-EVAL_SETS = ("clean", "h264")
+EVAL_SETS = HELDOUT_SETS
 
 
 def dotted_parent(config, key: str):
@@ -148,6 +150,14 @@ def check_eval_config(config, with_lists: bool = True) -> str:
   return source
 
 
+def check_world_distractors(config) -> None:
+  """`config.data.world_distractors`: () (the world's own range) or (lo, hi) with 3 <= lo <= hi <= 15 (a frame
+  has 16 cells, one for the target; 3 distractors carry the wrong options)."""
+  span = tuple(config.data.get("world_distractors", ()))
+  if span and not (len(span) == 2 and all(isinstance(v, int) for v in span) and 3 <= span[0] <= span[1] <= 15):
+    raise ValueError(f"config.data.world_distractors={span!r} must be () or (lo, hi) with 3 <= lo <= hi <= 15.")
+
+
 def validate_train_config(config) -> list[tuple[str, int]]:
   """Checks everything `train` reads before it writes a file; returns the curriculum stages."""
   from score_jax.methods import get_method
@@ -159,6 +169,7 @@ def validate_train_config(config) -> list[tuple[str, int]]:
     _positive_int(config, key)
   from score_jax import compilation_cache
   compilation_cache.check(config)  # config.compilation_cache_dir
+  check_world_distractors(config)
   method = get_method(config)
   method.settings(config)     # the method's own settings (ratios, group sizes, ...) raise here
   method.make_policy(config)

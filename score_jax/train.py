@@ -16,6 +16,7 @@ picks the held-out data: "world" (default) or "jsonl" (`config.data.eval_file`, 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -35,8 +36,10 @@ from score_jax import (cache, category_breakdown, checkpointing, config_checks, 
 from score_jax.compress.policy import policy_param_count
 from score_jax.data import feature_cache, host_shard, sample_log
 from score_jax.data.image_pseudo_video import ImagePseudoVideoSource
+from score_jax.world import heldout_sets
 from score_jax.world.lossy_video import LossySettings
 from score_jax.data.pipeline import Head, make_iterator
+from score_jax.world.generator import WorldConfig
 from score_jax.world.sources import WorldSource
 from score_jax.embedded.batches import encode_grain_batch, encode_text
 from score_jax.embedded.world_text import WORLD
@@ -99,9 +102,16 @@ def train_source(config, kind: str, llm):
     return cache.open_source(config, "train" if kind == "jsonl" else cache.IMAGES,
                              strict=config.data.get("strict", False), max_options=llm.num_options)
   fraction = config.data.get("lossy_fraction", 0.0) if kind == "video" else 0.0
-  return WorldSource(WORLD, kind=kind, split="train", size=config.data.train_size,
+  return WorldSource(training_world(config), kind=kind, split="train", size=config.data.train_size,
                      pseudo_video_mode=config.data.pseudo_video_mode,
                      lossy=lossy_settings(config, fraction) if fraction else None)
+
+
+def training_world(config) -> WorldConfig:
+  """The generated world the policy trains on: the embedded model's, or with `config.data.world_distractors`
+  = (lo, hi) scenes with that many distractors (e.g. the crowded held-out set's); the frozen model is the same."""
+  span = tuple(config.data.get("world_distractors", ()))
+  return dataclasses.replace(WORLD, num_distractors=span) if span else WORLD
 
 
 def model_inputs(batch: dict, llm, preprocess=None) -> dict:
@@ -132,7 +142,8 @@ def ordered_batches(config, llm, source, preprocess=None):
 
 def heldout_batches(config, llm, eval_set: str = "clean"):
   """Model-ready held-out batches: the generated world's held-out videos `config.eval.start` ...
-  `start + samples - 1` (set "clean", or "h264": the same videos after an H.264 round trip), or with
+  `start + samples - 1` (set "clean", "h264": the same videos after an H.264 round trip, or the
+  `crowded` scenes of `world.heldout_sets`), or with
   `config.eval.source="jsonl"`, `config.data.eval_file` (its first `config.eval.samples`; 0: all)."""
   preprocess = None
   if config_checks.eval_source_kind(config) == "jsonl":
@@ -141,8 +152,9 @@ def heldout_batches(config, llm, eval_set: str = "clean"):
       preprocess = cache.preprocess_settings(config)
     src = Head(src, config.eval.samples) if config.eval.samples else src
   else:
-    src = WorldSource(WORLD, kind="video", split="heldout", size=config.eval.samples,
-                      start=config.eval.get("start", 0), lossy=lossy_settings(config) if eval_set == "h264" else None)
+    src = WorldSource(heldout_sets.world_of(eval_set, WORLD), kind="video", split="heldout",
+                      size=config.eval.samples, start=config.eval.get("start", 0),
+                      lossy=lossy_settings(config) if heldout_sets.is_lossy(eval_set) else None)
   for b, inputs in ordered_batches(config, llm, src, preprocess):
     out = dict(inputs, **answer_reading.sample_texts(b))  # + option texts, task
     if "sample_index" in b and "question_type" in b:  # the generated world: ids and question types

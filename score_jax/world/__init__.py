@@ -4,5 +4,6 @@
 whose answer depends on one object (~1-2 visual-token cells per frame); `pseudo_video` draws
 stage-1 still-scene slideshows; `sources` serves both through grain; `lossy_video` sends frames
 through a real H.264 round trip; `oracle` turns the per-pixel `relevant` mask into per-token
-relevance for an oracle baseline; `export` writes samples as mp4 files plus a JSONL dataset.
+relevance for an oracle baseline; `heldout_sets` names the held-out sets (clean, H.264, crowded);
+`export` writes samples as mp4 files plus a JSONL dataset.
 """

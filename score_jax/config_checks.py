@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from score_jax.world.generator import WorldConfig
 from score_jax.world.heldout_sets import HELDOUT_SETS
 
 # Baselines that read the generated world's per-token oracle scores (absent from JSONL data).
@@ -151,11 +152,12 @@ def check_eval_config(config, with_lists: bool = True) -> str:
 
 
 def check_world_distractors(config) -> None:
-  """`config.data.world_distractors`: () (the world's own range) or (lo, hi) with 3 <= lo <= hi <= 15 (a frame
-  has 16 cells, one for the target; 3 distractors carry the wrong options)."""
+  """`config.data.world_distractors`: () (the world's own range) or (lo, hi) with 3 <= lo <= hi <= cells - 1 (one
+  cell for the target; 3 distractors carry the wrong options)."""
   span = tuple(config.data.get("world_distractors", ()))
-  if span and not (len(span) == 2 and all(isinstance(v, int) for v in span) and 3 <= span[0] <= span[1] <= 15):
-    raise ValueError(f"config.data.world_distractors={span!r} must be () or (lo, hi) with 3 <= lo <= hi <= 15.")
+  most = (WorldConfig.size // WorldConfig.cell) ** 2 - 1
+  if span and not (len(span) == 2 and all(isinstance(v, int) for v in span) and 3 <= span[0] <= span[1] <= most):
+    raise ValueError(f"config.data.world_distractors={span!r} must be () or (lo, hi) with 3 <= lo <= hi <= {most}.")
 
 
 def validate_train_config(config) -> list[tuple[str, int]]:

@@ -6,7 +6,8 @@
 
 Runs one training at a time (2-core machines: never two at once). Each seed's run lives in
 `<out>/seed_<s>` and resumes like any run; the table is also written to `<out>/seeds.md`.
-`--reports=DIR,DIR,...` aggregates the `eval.json` of finished evaluations instead (e.g. `score_jax.eval --out`
+`--by_category=question_type [--pool=static=static_color+static_shape]` adds mean ± std per category of the
+evaluations' per-category tables (and pooled groups of categories). `--reports=DIR,DIR,...` aggregates the `eval.json` of finished evaluations instead (e.g. `score_jax.eval --out`
 folders of the seeds under another inference setting); nothing is trained, and the table is only printed.
 """
 from __future__ import annotations
@@ -22,6 +23,20 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds")
 _OUT = flags.DEFINE_string("out", None, "folder for the per-seed workdirs and seeds.md")
 _REPORTS = flags.DEFINE_list("reports", [], "folders holding eval.json to aggregate instead of training")
+_BY = flags.DEFINE_string("by_category", None, "also print mean ± std per category of this field of the evals' "
+                          "by_category tables (e.g. question_type)")
+_POOL = flags.DEFINE_multi_string("pool", [], "with --by_category, a pooled column NAME=CAT+CAT+... (sample-weighted)")
+
+
+def category_table(runs: list[dict]) -> str:
+  """--by_category's markdown for finished runs, with the --pool columns."""
+  pools = {}
+  for spec in _POOL.value:
+    name, sep, cats = spec.partition("=")
+    if not sep or not name or not cats:
+      raise app.UsageError(f"--pool={spec!r}: expected NAME=CATEGORY+CATEGORY+...")
+    pools[name] = tuple(cats.split("+"))
+  return multi_seed.format_categories(multi_seed.category_runs(runs, _BY.value, pools), _BY.value)
 
 
 def main(argv):
@@ -31,6 +46,8 @@ def main(argv):
     agg = multi_seed.aggregate([multi_seed.read_eval(folder) for folder in _REPORTS.value])
     methods, ratios = multi_seed.rows_and_ratios(agg)
     print(multi_seed.format_aggregate(agg, ratios, methods))
+    if _BY.value:
+      print(category_table([multi_seed.read_eval(folder) for folder in _REPORTS.value]))
     return
   out = _OUT.value or os.path.join(os.path.dirname(config.workdir) or ".", "seeds")
   runs = []
@@ -42,6 +59,8 @@ def main(argv):
     runs.append(multi_seed.read_eval(c.workdir))
   names = [config.method] + [m for m in config.eval.methods if m != "policy"]
   table = multi_seed.format_aggregate(multi_seed.aggregate(runs), tuple(config.eval.ratios), names)
+  if _BY.value:
+    table += "\n" + category_table(runs)
   print(table)
   with open(os.path.join(out, "seeds.md"), "w") as f:
     f.write(table + "\n")

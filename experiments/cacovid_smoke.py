@@ -14,7 +14,6 @@ def get_config():
   c.workdir = "workdirs/cacovid_smoke"
   c.batch_size = 2
   c.curriculum = "pseudo:2,video:2"
-  c.policy.hidden = 16
   c.cacovid.token_rollouts = 2
   c.cacovid.frame_rollouts = 2
   c.cacovid.visits = 2

@@ -112,6 +112,13 @@ def all_finite(tree) -> jnp.ndarray:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
+def nonfinite_paths(tree, limit: int = 5) -> list[str]:
+  """Paths (`jax.tree_util.keystr`) of up to `limit` floating-point leaves of `tree` holding a NaN or inf."""
+  bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(x)))]
+  return bad[:limit] + ([f"... {len(bad) - limit} more"] if len(bad) > limit else [])
+
+
 def _locally_finite(tree) -> bool:
   """`all_finite` over this process's shards only (no collective: a process whose read failed does not
   take part)."""

@@ -84,3 +84,46 @@ def format_aggregate(agg: dict, ratios, methods) -> str:
   return "\n".join(lines)
 
 
+
+
+def category_runs(runs: list[dict], field: str, pools: dict[str, tuple[str, ...]] | None = None) -> dict:
+  """{set: {"method@ratio": {category: (mean, std, n)}}} over runs, from each run's `by_category` table of
+  `field` (e.g. "question_type"); `pools` adds named groups of categories, each run's accuracy over a group
+  weighted by its categories' sample counts. ValueError when no run has such a table, or a pooled category
+  is missing."""
+  pools = pools or {}
+  out: dict = {}
+  for run in runs:
+    for name, res in run.items():
+      tables = [t for t in res.get("by_category", []) if t.get("field") == field]
+      for table in tables:
+        n = table["n"]
+        for key, acc in table["accuracy"].items():
+          cell = out.setdefault(name, {}).setdefault(key, {})
+          for cat, v in acc.items():
+            cell.setdefault(cat, []).append(v)
+          for pool, cats in pools.items():
+            missing = [c for c in cats if c not in acc]
+            if missing:
+              raise ValueError(f"pool {pool!r}: categories {missing} are not in the {field!r} table of {name!r}.")
+            total = sum(n[c] for c in cats)
+            cell.setdefault(pool, []).append(sum(acc[c] * n[c] for c in cats) / total)
+  if not out:
+    raise ValueError(f"no run holds accuracy by {field!r} (by_category in eval.json).")
+  return {name: {key: {cat: (float(np.mean(v)), float(np.std(v)), len(v)) for cat, v in cells.items()}
+                 for key, cells in table.items()} for name, table in out.items()}
+
+
+def format_categories(agg: dict, field: str) -> str:
+  """Markdown per held-out set: one row per "method@ratio", one column per category or pool, mean ± std."""
+  lines = []
+  for name, table in agg.items():
+    cats = list(dict.fromkeys(c for cells in table.values() for c in cells))
+    seeds = max(v[2] for cells in table.values() for v in cells.values())
+    lines += [f"### {name}: accuracy by {field} ({seeds} seeds)\n",
+              "| method | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
+    for key, cells in table.items():
+      lines.append(f"| {key} | " + " | ".join(
+          f"{cells[c][0]:.3f} ± {cells[c][1]:.3f}" if c in cells else "-" for c in cats) + " |")
+    lines.append("")
+  return "\n".join(lines)

@@ -238,8 +238,9 @@ def train(config, allow_changes=()) -> dict:
         state, metrics = step_fn(state, batch, jax.random.fold_in(base_key, step), llm.params)
         loss, finite = jax.device_get((metrics["loss"], checkpointing.all_finite(state)))
         if not (np.isfinite(loss) and finite):
+          where = "" if finite else f" in {', '.join(checkpointing.nonfinite_paths(state))}"
           raise FloatingPointError(
-              f"Non-finite {'loss' if not np.isfinite(loss) else 'policy state'} at step {step + 1} "
+              f"Non-finite {'loss' if not np.isfinite(loss) else 'policy state'} at step {step + 1}{where} "
               f"(loss {float(loss)}); this state was not saved, the newest checkpoint is step {saved}. "
               "Try a lower config.optim.learning_rate or config.optim.grad_clip.")
         if (step + 1) % config.log_every == 0 or step + 1 == total:

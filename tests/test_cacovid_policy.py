@@ -107,3 +107,34 @@ def test_normalised_inputs_balance_the_question_against_large_visual_tokens():
     assert ("visual_in_norm" in params) == norm
     a, b = (policy.apply({"params": params}, v, question, mask).token for v in (visual, 30.0 * visual))
     assert np.allclose(a, b, atol=1e-4) == same
+
+
+def test_question_attention_ranks_the_tokens_the_gated_question_token_looks_up():
+  # one head whose queries and keys are the RMS-normed inputs (RoPE on dimensions whose rotation is negligible
+  # at theta=1e12), no other path to the keep logit: a visual token scores by how much the question tokens
+  # the gate picks attend to it
+  e = np.eye(8, dtype=np.float32)
+  visual = jnp.asarray(3.0 * e[[2, 3, 6, 7]])[None, None]  # [1, T=1, P=4, 8]: tokens a, b, c, d
+  question = jnp.asarray(e[[2, 3, 6]])[None]  # names a, names b, and a padded token that names c
+  mask = jnp.array([[True, True, False]])
+  policy = CaCoVIDPolicy(hidden=None, num_heads=1, question_attention=True, rope_theta=1e12)
+  params = numpy_params(policy, visual, question, mask)
+  attn = dict(params["layer_0"]["self_attn"])
+  attn["q_proj"] = {"kernel": jnp.asarray(4.0 * e), "bias": jnp.zeros(8)}
+  attn["k_proj"] = {"kernel": jnp.asarray(e), "bias": jnp.zeros(8)}
+  attn["o_proj"] = {"kernel": jnp.zeros((8, 8))}  # the question's hidden state stays its embedding
+  layer = dict(params["layer_0"], self_attn=attn,
+               mlp=dict(params["layer_0"]["mlp"], down_proj={"kernel": jnp.zeros((32, 8))}))
+  head = dict(params["token_head"], out=jax.tree_util.tree_map(jnp.zeros_like, params["token_head"]["out"]))
+  params = dict(params, layer_0=layer, token_head=head, type_embed=jnp.zeros_like(params["type_embed"]))
+  params["question_gate"] = {"kernel": jnp.zeros((8, 1)), "bias": jnp.zeros(1)}  # as initialised: the mean
+  logit = lambda p: np.asarray(policy.apply({"params": p}, visual, question, mask).token[0, 0])
+  mean = logit(params)
+  assert min(mean[:2]) > max(mean[2:]) + 1.0, mean  # a and b (named by valid question tokens), not c or d
+  gate_a = dict(params, question_gate={"kernel": jnp.asarray(10.0 * e[:, 2:3] + 30.0 * e[:, 6:7]),
+                                        "bias": jnp.zeros(1)})
+  only_a = logit(gate_a)  # the gate favours the token naming a (and more the padded one, which must not count)
+  assert only_a[0] > max(only_a[1:]) + 1.0, only_a
+  assert policy.question_attention and "question_attention_mix" in params
+  blind = CaCoVIDPolicy(hidden=None, num_heads=1, rope_theta=1e12)
+  assert "question_gate" not in jax.eval_shape(blind.init, jax.random.key(0), visual, question, mask)["params"]

@@ -14,7 +14,8 @@ from score_jax.rl import dynamic_ratio as dr
 from score_jax.rl import ocss
 from score_jax.rl.rollout import rollout_option_logprobs
 from score_jax.rl.sampling import MaskSample
-from score_jax.rl.cacovid_step import CaCoVIDSettings, cacovid_loss, init_cacovid_memory, make_cacovid_train_step
+from score_jax.rl.cacovid_step import (CaCoVIDSettings, cacovid_loss, init_cacovid_memory, make_cacovid_train_step,
+                                      without_repeats)
 from score_jax.rl.train_step import TrainState
 from score_jax.testing.random_params import numpy_params, touch_all
 
@@ -37,6 +38,8 @@ def test_settings_validation():
     CaCoVIDSettings(task_reward="accuracy")
   with pytest.raises(ValueError, match="subspace_draw"):
     CaCoVIDSettings(subspace_draw="clip")
+  with pytest.raises(ValueError, match="cacovid.drop_repeats"):
+    CaCoVIDSettings(drop_repeats=1.5)
   np.testing.assert_allclose(CaCoVIDSettings().ladder, [0.01, 0.02, 0.04, 0.08, 0.12])
 
 
@@ -225,3 +228,74 @@ def test_dense_task_reward_is_remembered_and_correctness_reported_apart():
   assert np.all((r > 1.0) | (r <= 0.0)) and len(np.unique(r)) > 2, r
   np.testing.assert_allclose(metrics["token_correct_by_sample"], (r > 0.5).mean(-1))
   assert float(metrics["reward_token"]) == pytest.approx(float((r > 0.5).mean()))
+
+
+def test_rollouts_without_repeats_answer_from_frame_zero_and_what_changed():
+  # sample 0 is a still video (every frame frame 0's tokens), sample 1 changes at every place in every frame:
+  # drop_repeats hides sample 0's kept tokens after frame 0 (the LLM answers as from frame 0's alone) and
+  # nothing of sample 1
+  module, llm_params, batch = _tiny(3)
+  visual = batch["visual"].at[0].set(jnp.broadcast_to(batch["visual"][0, :1], (T, P, 32)))
+  s = ocss.ocss_group_sample_by_level(jax.random.key(0), jnp.zeros((B, T, P)), jnp.array([0, 0]), ((2, 4),), 3)
+  answered = without_repeats(s, visual, 0.95)
+  frame0 = np.asarray(s.indices) < P
+  np.testing.assert_array_equal(np.asarray(answered.valid[0]), frame0[0])
+  assert bool(answered.valid[1].all()) and frame0[0].sum() == 3 * 2  # 2 tokens of frame 0 per rollout
+  option_ids = jnp.array([3, 5, 7, 9])
+  rollout = jax.jit(lambda v, m, bt: rollout_option_logprobs(module, llm_params, v, m, bt, option_ids))
+  flat = visual.reshape(B, T * P, 32)
+  got = rollout(flat, answered, batch)
+  idx = jnp.asarray(np.asarray(s.indices[:1])[frame0[:1]].reshape(1, 3, 2))  # frame 0's kept tokens only
+  alone = rollout(flat[:1], MaskSample(idx, idx, s.mask[:1], jnp.ones(idx.shape, bool)),
+                  {k: v[:1] for k, v in batch.items()})
+  np.testing.assert_allclose(np.asarray(got[0]), np.asarray(alone[0]), atol=1e-4)
+  assert not np.allclose(np.asarray(rollout(flat, s, batch)[0]), np.asarray(got[0]), atol=1e-4)
+
+
+def test_step_with_drop_repeats_answers_fewer_tokens_of_a_still_video():
+  module, llm_params, batch = _tiny()
+  settings = CaCoVIDSettings(base_ratio=0.125, token_rollouts=3, frame_rollouts=2, visits=1, content_rollouts=0,
+                             drop_repeats=0.95)
+  still = dict(batch, visual=jnp.broadcast_to(batch["visual"][:, :1], batch["visual"].shape))
+  for video, fewer in ((batch, False), (still, True)):
+    policy, tx, state = _policy_state(batch)  # the step donates its state
+    step = make_cacovid_train_step(policy, module, tx, settings, jnp.array([3, 5, 7, 9]))
+    _, _, metrics = step(state, video, init_cacovid_memory(settings, B, T, P), jax.random.key(0), llm_params,
+                         ratio=0.125)
+    kept, answered = float(metrics["tokens_kept"]), float(metrics["tokens_answered"])
+    assert (answered < kept) if fewer else (answered == kept), (kept, answered)
+
+
+def test_warm_start_makes_the_question_attention_the_llms_first_layer():
+  # the policy's first layer takes the frozen LLM's first decoder layer: the question's attention logits onto
+  # the visual tokens are then the LLM's layer-0 ones at the same positions (video at 0..N-1, question after)
+  from types import SimpleNamespace
+  from score_jax.methods.cacovid import warm_start
+  from score_jax.models.partial_forward import layer_query_key
+  module, llm_params, batch = _tiny()
+  llm = SimpleNamespace(cfg=CFG, params=llm_params)
+  text = CFG.text
+  policy = CaCoVIDPolicy(hidden=None, num_heads=text.num_attention_heads, num_kv_heads=text.num_key_value_heads,
+                         intermediate_size=text.intermediate_size, rope_theta=text.rope_theta,
+                         question_attention=True)
+  question = module.apply({"params": llm_params}, batch["suffix"], method=LlavaOnevision.embed)
+  mask = jnp.ones(batch["suffix"].shape, bool)
+  params = warm_start(numpy_params(policy.init, batch["visual"], question, mask, seed=1), policy, llm)
+  for got, want in zip(jax.tree_util.tree_leaves(params["layer_0"]),
+                       jax.tree_util.tree_leaves(llm_params["language_model"]["layers"])):
+    np.testing.assert_array_equal(got, want[0])
+  assert not np.any(params["type_embed"])
+  _, state = policy.apply({"params": params}, batch["visual"], question, mask, capture_intermediates=True)
+  onto_visual = state["intermediates"]["layer_0"]["self_attn"]["__call__"][0][1]  # [B, H, L, N]
+  n = T * P
+  hidden = jnp.concatenate([batch["visual"].reshape(B, n, -1), question], axis=1)
+  q, k = layer_query_key(module, llm_params, hidden, jnp.broadcast_to(jnp.arange(hidden.shape[1]), (B, hidden.shape[1])), 0)
+  k = jnp.repeat(k[:, :n], text.num_attention_heads // text.num_key_value_heads, axis=2)
+  want = jnp.einsum("bjhd,bihd->bhji", q[:, n:], k) / np.sqrt(text.head_size)
+  np.testing.assert_allclose(np.asarray(onto_visual), np.asarray(want), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match=r"config.policy.num_kv_heads=2 \(is 4\)"):
+    warm_start(params, CaCoVIDPolicy(hidden=None, num_heads=text.num_attention_heads, mlp_ratio=2,
+                                     rope_theta=text.rope_theta), llm)
+  with pytest.raises(ValueError, match=r"config.policy.hidden=0 \(is 32\), config.policy.intermediate_size=64"):
+    warm_start(params, CaCoVIDPolicy(hidden=32, num_heads=text.num_attention_heads, num_kv_heads=2, mlp_ratio=4,
+                                     rope_theta=text.rope_theta), llm)

@@ -37,3 +37,26 @@ def test_rows_and_ratios_come_from_the_reports():
   assert methods == [] and ratios == (1.0,)
   table = multi_seed.format_aggregate(adaptive_only, ratios, methods)
   assert "| method |" not in table and "score (adaptive): 0.800 ± 0.000 (88.9%)" in table
+
+
+def _run_by_type(a_static, a_moving, n_static=(3, 1)):
+  n = {"all": sum(n_static) + 2, "color": n_static[0], "shape": n_static[1], "moving": 2}
+  acc = {"m@0.1": {"color": a_static[0], "shape": a_static[1], "moving": a_moving}}
+  return {"clean": {"m@0.1": 0.5, "by_category": [{"task": "world", "field": "question_type", "n": n,
+                                                   "accuracy": acc},
+                                                  {"task": "world", "field": "other", "n": n, "accuracy": acc}]}}
+
+
+def test_category_runs_pool_by_sample_count_over_seeds():
+  runs = [_run_by_type((1.0, 0.0), 0.5), _run_by_type((0.5, 1.0), 0.7)]
+  agg = multi_seed.category_runs(runs, "question_type", {"named": ("color", "shape")})
+  cell = agg["clean"]["m@0.1"]
+  assert cell["moving"] == pytest.approx((0.6, 0.1, 2))
+  # run 1: (3 * 1.0 + 1 * 0.0) / 4 = 0.75; run 2: (3 * 0.5 + 1.0) / 4 = 0.625
+  assert cell["named"] == pytest.approx((0.6875, 0.0625, 2))
+  table = multi_seed.format_categories(agg, "question_type")
+  assert "| m@0.1 | 0.750 ± 0.250 | 0.500 ± 0.500 | 0.600 ± 0.100 | 0.688 ± 0.062 |" in table
+  with pytest.raises(ValueError, match="'size'"):
+    multi_seed.category_runs(runs, "question_type", {"named": ("color", "size")})
+  with pytest.raises(ValueError, match="no run holds accuracy by 'duration'"):
+    multi_seed.category_runs(runs, "duration")

@@ -361,3 +361,18 @@ def test_exact_set_logprob_bounds_k():
     ocss.set_logprob_without_replacement(jnp.zeros((20,)), jnp.arange(ocss.MAX_EXACT_K + 1))
   assert ocss.ocss_shape(0.01, 16) == (1, 16)  # 50 sub-spaces clamped to P // k = 16
   assert ocss.ocss_shape(0.125, 16) == (2, 4)
+
+
+@pytest.mark.parametrize("within_clip", [2.0, None])
+def test_set_logprob_gradient_is_finite_when_a_subspace_mass_underflows(within_clip):
+  # logits 150 nats apart: the lower sub-space's mass is ~1e-66 (0 in float32); the log-probability of a draw
+  # there, and of one that straddles sub-spaces (-inf), must still have finite gradients (they were NaN: the
+  # within-group weight p / mass had an infinite derivative)
+  logits = jnp.asarray([[0.0, -1.0, -2.0, -150.0, -151.0, -152.0]], jnp.float32)[None]  # [1, T=1, P=6]
+  masks = jnp.asarray([[[1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0], [1, 0, 0, 1, 0, 0]]], bool)  # top, low, straddling
+  lp = lambda x: SET_LOGPROB(x, masks, 2, 2, 2.0, within_clip)
+  values = np.asarray(lp(logits))[0]
+  assert np.isfinite(values[:2]).all() and values[2] == -np.inf
+  for c in range(3):
+    grad = jax.grad(lambda x: jnp.clip(lp(x)[0, c], -20.0, 20.0))(logits)
+    assert np.isfinite(np.asarray(grad)).all(), (c, grad)

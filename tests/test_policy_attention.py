@@ -101,7 +101,12 @@ def test_cacovid_layer_equals_qwen2_decoder_layer():
   old_params = old.init(jax.random.key(8), x, cos, sin, attention_mask(valid, valid, causal=False))["params"]
   assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(old_params)
   want = old.apply({"params": params}, x, cos, sin, attention_mask(valid, valid, causal=False))[0]
-  got = new.apply({"params": params}, x, cos, sin, valid)
+  got, onto_visual = new.apply({"params": params}, x, cos, sin, valid)
+  assert onto_visual is None  # asked for with n_visual > 0 only; it changes nothing else:
+  with_logits, onto_visual = cp.PolicyDecoderLayer(cfg, block=3, n_visual=4).apply({"params": params}, x, cos,
+                                                                                     sin, valid)
+  np.testing.assert_array_equal(with_logits, got)
+  assert onto_visual.shape == (2, cfg.num_attention_heads, 6, 4)
   # Padded queries attended to themselves in the old mask, to the valid keys now: only valid rows compare
   # (padded rows are never read by a visual output).
   np.testing.assert_allclose(got[0], want[0], atol=1e-5)

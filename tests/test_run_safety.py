@@ -255,3 +255,13 @@ def test_cli_reports_bad_values_in_one_line(tmp_path):
   assert proc.returncode == 1
   assert "error: config.checkpoint_every=0 must be a positive integer." in proc.stderr
   assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
+
+
+def test_nonfinite_paths_name_the_bad_leaves():
+  import jax.numpy as jnp
+  tree = {"head": {"bias": jnp.array([0.0, jnp.nan]), "kernel": jnp.ones(2)}, "step": jnp.int32(3),
+          "layers": [jnp.array([jnp.inf]), jnp.zeros(1)]}
+  assert checkpointing.nonfinite_paths(tree) == ["['head']['bias']", "['layers'][0]"]
+  many = {f"w{i}": jnp.array([jnp.nan]) for i in range(7)}
+  assert checkpointing.nonfinite_paths(many, limit=5)[-1] == "... 2 more"
+  assert checkpointing.nonfinite_paths({"ok": jnp.ones(3)}) == []

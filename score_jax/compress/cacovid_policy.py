@@ -15,7 +15,12 @@ projection); `hidden=None` does the same. The layers are Qwen2's (same parameter
 `norm_inputs` (not the authors'; off by default) RMS-normalises the visual tokens and the question
 embeddings separately before they meet: the LLM's visual tokens can be far larger than its word
 embeddings (about 40 against 1.4 in norm on the embedded model), which leaves the question a small
-share of every attention input at initialisation. `use_residual` (not the authors'; off by default)
+share of every attention input at initialisation. `question_attention` (not the authors'; off by default)
+adds to each token's keep logit what the question attends to in the first layer: the attention logits of
+the question tokens onto the visual tokens, weighed per head by a learned gate over the question tokens
+(`question_attention_logit`). With the first layer warm-started from the frozen LLM's first decoder layer
+(`methods.cacovid.warm_start`), that attention is the LLM's own lookup of the object a question names.
+`use_residual` (not the authors'; off by default)
 adds SCORE's inter-frame residual of each visual token, layer-normed and projected, to its input: the
 ablation that asks whether the state or the objective is what separates the two methods.
 Reference: "CaCoVID: contribution-aware token compression for video LLMs" (arXiv 2602.01649).
@@ -25,6 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from score_jax.compress.blocked_attention import DEFAULT_BLOCK, blocked_attention
@@ -40,9 +46,12 @@ class CaCoVIDLogits(NamedTuple):
 
 
 class PolicySelfAttention(nn.Module):
-  """Qwen2's attention projections (q/k/v_proj with bias, o_proj without) and RoPE, blocked compute."""
+  """Qwen2's attention projections (q/k/v_proj with bias, o_proj without) and RoPE, blocked compute.
+  With `n_visual` > 0 also returns the attention logits of the tokens after the first `n_visual` (the question)
+  onto those (the visual tokens), [B, H, Lq, n_visual], else None."""
   cfg: Qwen2Config
   block: int = DEFAULT_BLOCK
+  n_visual: int = 0
 
   @nn.compact
   def __call__(self, x, cos, sin, key_valid):
@@ -53,22 +62,31 @@ class PolicySelfAttention(nn.Module):
     v = nn.Dense(cfg.num_key_value_heads * hd, name="v_proj")(x).reshape(b, l, -1, hd)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     out = blocked_attention(q, k, v, key_valid, self.block).reshape(b, l, -1)
-    return nn.Dense(cfg.hidden_size, use_bias=False, name="o_proj")(out)
+    onto_visual = None
+    if self.n_visual:
+      n, group = self.n_visual, q.shape[2] // k.shape[2]
+      kv = jnp.repeat(k[:, :n], group, axis=2)  # [B, n, H, hd]
+      onto_visual = jnp.einsum("bjhd,bihd->bhji", q[:, n:], kv) / jnp.sqrt(jnp.float32(hd))
+    return nn.Dense(cfg.hidden_size, use_bias=False, name="o_proj")(out), onto_visual
 
 
 class PolicyDecoderLayer(nn.Module):
   """A non-causal Qwen2 decoder layer (parameters named as `Qwen2DecoderLayer`'s) over x [B, L, h]
-  with padded keys masked out (`key_valid` [B, L]), attention computed in blocks."""
+  with padded keys masked out (`key_valid` [B, L]), attention computed in blocks; returns (x, the question's
+  attention logits onto the visual tokens when `n_visual` > 0, else None)."""
   cfg: Qwen2Config
   block: int = DEFAULT_BLOCK
+  n_visual: int = 0
 
   @nn.compact
   def __call__(self, x, cos, sin, key_valid):
     eps = self.cfg.rms_norm_eps
     h = RMSNorm(eps, name="input_layernorm")(x)
-    x = x + PolicySelfAttention(self.cfg, self.block, name="self_attn")(h, cos, sin, key_valid)
+    attn, onto_visual = PolicySelfAttention(self.cfg, self.block, self.n_visual, name="self_attn")(
+        h, cos, sin, key_valid)
+    x = x + attn
     h = RMSNorm(eps, name="post_attention_layernorm")(x)
-    return x + Qwen2MLP(self.cfg, name="mlp")(h)
+    return x + Qwen2MLP(self.cfg, name="mlp")(h), onto_visual
 
 
 class HalvingHead(nn.Module):
@@ -93,11 +111,13 @@ class CaCoVIDPolicy(nn.Module):
   num_heads: int = 4
   num_kv_heads: int | None = None
   mlp_ratio: int = 4
+  intermediate_size: int | None = None  # the MLP width; None: mlp_ratio * width (an LLM's may be no multiple)
   halvings: int = 4
   rope_theta: float = 1_000_000.0
   rms_norm_eps: float = 1e-6
   use_residual: bool = False
   norm_inputs: bool = False
+  question_attention: bool = False
 
   def layer_config(self, width: int) -> Qwen2Config:
     if width % self.num_heads or (width // self.num_heads) % 2:
@@ -105,7 +125,7 @@ class CaCoVIDPolicy(nn.Module):
     kv = self.num_kv_heads or self.num_heads
     if self.num_heads % kv:
       raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={kv}.")
-    return Qwen2Config(vocab_size=1, hidden_size=width, intermediate_size=self.mlp_ratio * width,
+    return Qwen2Config(vocab_size=1, hidden_size=width, intermediate_size=self.intermediate_size or self.mlp_ratio * width,
                        num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
                        num_key_value_heads=kv, rms_norm_eps=self.rms_norm_eps, rope_theta=self.rope_theta)
 
@@ -141,11 +161,31 @@ class CaCoVIDPolicy(nn.Module):
     valid = jnp.concatenate([jnp.ones((b, n), bool), question_mask.astype(bool)], axis=1)
     positions = jnp.broadcast_to(jnp.arange(n + lq), (b, n + lq))
     cos, sin = rope_cos_sin(positions, cfg.head_size, cfg.rope_theta)
+    onto_visual = None
     for i in range(self.num_layers):
       # Padded question tokens are masked as keys; as queries their rows never reach a visual output.
-      x = PolicyDecoderLayer(cfg, name=f"layer_{i}")(x, cos, sin, valid)
+      x, attn = PolicyDecoderLayer(cfg, n_visual=n if (self.question_attention and i == 0) else 0,
+                                   name=f"layer_{i}")(x, cos, sin, valid)
+      onto_visual = attn if i == 0 else onto_visual
     vis = x[:, :n].reshape(b, t, p, width)
     norm = RMSNorm(self.rms_norm_eps, name="norm")
     token = HalvingHead(width, self.halvings, name="token_head")(norm(vis))
+    if self.question_attention:
+      token = token + self.question_attention_logit(onto_visual, x[:, n:], question_mask).reshape(b, t, p)
     frame = HalvingHead(width, self.halvings, name="frame_head")(norm(jnp.mean(vis, axis=2)))
     return CaCoVIDLogits(token.astype(jnp.float32), frame.astype(jnp.float32))
+
+  def question_attention_logit(self, onto_visual: jnp.ndarray, question_hidden: jnp.ndarray,
+                               question_mask: jnp.ndarray) -> jnp.ndarray:
+    """[B, N] keep-logit term from the first layer's attention of the question onto the visual tokens
+    (`onto_visual` [B, H, Lq, N] logits): per head, a softmax gate over the valid question tokens (read from
+    their hidden states, zero-initialised: the mean at first) weighs each question token's log-softmax over
+    the visual tokens; the per-head sums, centred over the video, are mixed by a Dense(1) (initialised to
+    the mean over heads)."""
+    heads = onto_visual.shape[1]
+    gate = nn.Dense(heads, kernel_init=nn.initializers.zeros, name="question_gate")(question_hidden)  # [B, Lq, H]
+    gate = jax.nn.softmax(jnp.where(question_mask[..., None], gate, -1e30), axis=1)
+    per_head = jnp.einsum("bjh,bhji->bih", gate, jax.nn.log_softmax(onto_visual, axis=-1))  # [B, N, H]
+    per_head = per_head - jnp.mean(per_head, axis=1, keepdims=True)
+    mix = nn.Dense(1, kernel_init=nn.initializers.constant(1.0 / heads), name="question_attention_mix")
+    return mix(per_head)[..., 0]

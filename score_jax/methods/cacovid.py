@@ -26,9 +26,34 @@ from score_jax.rl import dynamic_ratio as dr
 def make_policy(config) -> CaCoVIDPolicy:
   p = config.policy
   # runs recorded before these options existed get the policy's defaults
-  return CaCoVIDPolicy(hidden=p.hidden, num_layers=p.num_layers, num_heads=p.num_heads,
-                       use_residual=p.get("use_residual", CaCoVIDPolicy.use_residual),
-                       norm_inputs=p.get("norm_inputs", CaCoVIDPolicy.norm_inputs))
+  optional = ("num_kv_heads", "mlp_ratio", "rope_theta", "rms_norm_eps", "use_residual", "norm_inputs",
+              "question_attention")
+  return CaCoVIDPolicy(hidden=p.hidden or None, num_layers=p.num_layers, num_heads=p.num_heads,
+                       intermediate_size=p.get("intermediate_size") or None,  # 0 / None: mlp_ratio * width
+                       **{name: p[name] for name in optional if name in p})
+
+
+def warm_start(params: dict, policy: CaCoVIDPolicy, llm) -> dict:
+  """`params` with the policy's first layer replaced by the frozen LLM's first decoder layer (and the type
+  embedding zeroed, so that the layer starts as the LLM's own); the policy must have the LLM's shape
+  (`hidden=None`, config value 0; its heads, key/value heads, MLP width, RoPE base and RMSNorm epsilon), else
+  ValueError naming the config values to set."""
+  text = llm.cfg.text
+  want = dict(hidden=None, num_heads=text.num_attention_heads, num_kv_heads=text.num_key_value_heads,
+              intermediate_size=text.intermediate_size, rope_theta=text.rope_theta, rms_norm_eps=text.rms_norm_eps)
+  have = {name: getattr(policy, name) for name in want}
+  have["num_kv_heads"] = policy.num_kv_heads or policy.num_heads
+  have["intermediate_size"] = policy.intermediate_size or policy.mlp_ratio * (policy.hidden or text.hidden_size)
+  wrong = {name: (have[name], value) for name, value in want.items() if have[name] != value}
+  if wrong:
+    raise ValueError("policy.init_from_llm needs the policy in the LLM's shape; set "
+                     + ", ".join(f"config.policy.{k}={0 if k == 'hidden' else v!r} (is {h!r})"
+                                 for k, (h, v) in wrong.items()))
+  first = jax.tree_util.tree_map(lambda x: jnp.asarray(x[0], jnp.float32),
+                                 llm.params["language_model"]["layers"])
+  if jax.tree_util.tree_structure(first) != jax.tree_util.tree_structure(params["layer_0"]):
+    raise ValueError("the LLM's decoder layer and the policy's first layer have different parameter trees.")
+  return dict(params, layer_0=first, type_embed=jnp.zeros_like(params["type_embed"]))
 
 
 def uses_question(config) -> bool:
@@ -62,7 +87,11 @@ def inference(config) -> tuple[float, float | None, float]:
 def init_state(config, policy, tx, llm, key, mesh=None):
   del mesh  # the CaCoVID step uses the default layout
   d = llm.cfg.text.hidden_size
-  return cs.init_cacovid_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), llm.suffix_len, key)
+  state = cs.init_cacovid_state(policy, tx, (1, llm.num_frames, llm.cfg.tokens_per_frame, d), llm.suffix_len, key)
+  if config.policy.get("init_from_llm", False):
+    params = warm_start(state.params, policy, llm)
+    state = state.replace(params=params, opt_state=tx.init(params))
+  return state
 
 
 def make_train_step(config, policy, llm, tx, mesh):

@@ -10,7 +10,8 @@
    first = top-k; a sub-space per frame, one rank block per rollout, or half of each: `subspace_draw`), frame
    (n_f frames, density peaks in them); T * k_max token slots, a sample at a lower rate has its extra slots
    marked invalid (masked in the prefill);
-3. one batched prefill per rollout -> rewards: multiple-choice correctness (0/1, the authors'), or
+3. one batched prefill per rollout (`drop_repeats` > 0, ours: without the rollout's still repeats, the tokens
+   inference with `cacovid_eval.dedup` ranks last) -> rewards: multiple-choice correctness (0/1, the authors'), or
    `settings.task_reward` as SCORE's (`train_step.task_reward`); rates move by correctness either way;
 4. token and frame rollouts (and the rung of each) are appended to the replay memory; advantages
    (R - mean) / (std + 1e-4) over everything remembered of each kind (`advantage_groups="sample_rate"`: over
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from score_jax.compress.surprise import check_still_cosine, still_places
 from score_jax.models.llava_onevision import LlavaOnevision
 from score_jax.rl import dynamic_ratio as dr
 from score_jax.rl import ocss
@@ -72,6 +74,7 @@ class CaCoVIDSettings:
   task_reward: str = "correct"  # the authors' 0/1; "correct+margin" / "margin" as SCORE's (rl/train_step.py)
   advantage_groups: str = "sample"  # the authors': all of a sample's remembered rollouts; "sample_rate": per rate
   subspace_draw: str = "frame"  # the authors': a sub-space per frame; "video": one rank block per rollout; "mixed"
+  drop_repeats: float = 0.0  # ours; > 0: the LLM answers each rollout without its still repeats (cosine threshold)
 
   def __post_init__(self):
     if not 0.0 < self.base_ratio <= 1.0:
@@ -88,6 +91,7 @@ class CaCoVIDSettings:
       raise ValueError(f"cacovid.advantage_groups={self.advantage_groups!r}; expected one of {ADVANTAGE_GROUPS}.")
     if self.subspace_draw not in ocss.SUBSPACE_DRAWS:
       raise ValueError(f"cacovid.subspace_draw={self.subspace_draw!r}; expected one of {ocss.SUBSPACE_DRAWS}.")
+    check_still_cosine(self.drop_repeats, "cacovid.drop_repeats")
     if self.task_reward not in TASK_REWARDS:
       raise ValueError(f"cacovid.task_reward={self.task_reward!r}; expected one of {TASK_REWARDS}.")
 
@@ -120,6 +124,15 @@ def question_inputs(llm_module, llm_params, batch: dict) -> tuple[jnp.ndarray, j
 
 def _concat(samples: list[MaskSample]) -> MaskSample:
   return jax.tree_util.tree_map(lambda *x: jnp.concatenate(x, axis=1), *samples)
+
+
+def without_repeats(masks: MaskSample, visual: jnp.ndarray, threshold: float) -> MaskSample:
+  """`masks` (leaves [B, G, k]) with the kept tokens that are still repeats of visual [B, T, P, d]
+  (`surprise.still_places` at `threshold`: after frame 0, at a place unchanged since frame 0) marked invalid,
+  so the LLM answers from frame 0 and what is new, as inference with `cacovid_eval.dedup` keeps them first."""
+  b, t, p, _ = visual.shape
+  repeat = jnp.broadcast_to(still_places(visual, threshold).reshape(b, 1, t * p), masks.indices.shape[:2] + (t * p,))
+  return masks.replace(valid=masks.valid & ~jnp.take_along_axis(repeat, masks.indices, axis=-1))
 
 
 def cacovid_loss(token_logits: jnp.ndarray, frame_logits: jnp.ndarray, memory: dr.ReplayMemory,
@@ -199,7 +212,8 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
                                                  s.max_frame_prob, s.knn, k_valid=k_row * t)
     parts = ([ocss.content_sample(visual, k, s.knn, k_row)] if s.content_rollouts else []) + [token_s, frame_s]
     masks = _concat(parts)
-    option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), masks, batch,
+    answered = without_repeats(masks, visual, s.drop_repeats) if s.drop_repeats else masks
+    option_logp = rollout_option_logprobs(llm_module, llm_params, visual.reshape(b, n, d), answered, batch,
                                           option_ids, s.position_mode)
     correct = rew.mc_correct(option_logp, batch["answer"][:, None])  # [B, G]
     reward = task_reward(s.task_reward, option_logp, batch["answer"][:, None])
@@ -223,6 +237,7 @@ def make_cacovid_train_step(policy, llm_module, tx: optax.GradientTransformation
         "reward_content": correct[:, 0].mean() if c0 else jnp.float32(jnp.nan),
         "token_correct_by_sample": correct_tok.mean(-1),
         "memory_reward": dr.mean_token_reward(memory).mean(), "tokens_kept": jnp.mean(k_row * t),
+        "tokens_answered": jnp.mean(jnp.sum(answered.valid, axis=-1)),
         "grad_norm": optax.global_norm(grads), **aux}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), memory, metrics
 

@@ -132,7 +132,8 @@ def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_c
   per_video: logits [..., T, P]; the sub-space probabilities are those of the video (the capped mean over its
   frames of the sub-space masses), the same in every frame."""
   p = logits.shape[-1]
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  probs = jnp.exp(logp)
   order = jnp.argsort(-logits, axis=-1, stable=True)
   rank = jnp.argsort(order, axis=-1)
   gid = jnp.asarray(subspace_of_rank(p, l))[rank]  # [..., P]
@@ -146,12 +147,13 @@ def _subspace_setup(logits: jnp.ndarray, l: int, max_group_prob: float, within_c
   s = p // l
 
   def log_weights(g):
+    # log(p_i / mass of g), in log space: a sub-space's mass can underflow when the logits are far apart, and
+    # p / mass then has an infinite derivative (NaN gradients, even where the loss does not use it)
     inside = gid == g[..., None]
-    m = jnp.take_along_axis(mass, g[..., None], axis=-1)
-    w = probs / jnp.maximum(m, 1e-30)
+    log_w = logp - jax.nn.logsumexp(jnp.where(inside, logp, NEG), axis=-1, keepdims=True)
     if within_clip is not None:
-      w = jnp.clip(w, 1.0 / (within_clip * s), within_clip / s)
-    return jnp.where(inside, jnp.log(jnp.maximum(w, 1e-30)), NEG)
+      log_w = jnp.clip(log_w, -np.log(within_clip * s), np.log(within_clip / s))
+    return jnp.where(inside, log_w, NEG)
 
   return gid, gp, log_weights
 

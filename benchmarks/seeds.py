@@ -6,9 +6,10 @@
 
 Runs one training at a time (2-core machines: never two at once). Each seed's run lives in
 `<out>/seed_<s>` and resumes like any run; the table is also written to `<out>/seeds.md`.
-`--by_category=question_type [--pool=static=static_color+static_shape]` adds mean ± std per category of the
-evaluations' per-category tables (and pooled groups of categories). `--reports=DIR,DIR,...` aggregates the `eval.json` of finished evaluations instead (e.g. `score_jax.eval --out`
+`--reports=DIR,DIR,...` aggregates the `eval.json` of finished evaluations instead (e.g. `score_jax.eval --out`
 folders of the seeds under another inference setting); nothing is trained, and the table is only printed.
+`--by_category=question_type [--pool=static=static_color+static_shape]` adds mean ± std per category of the
+evaluations' per-category tables, and of pooled groups of categories (sample-weighted within each run).
 """
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ def main(argv):
   del argv
   config = _CONFIG.value
   if _REPORTS.value:
-    agg = multi_seed.aggregate([multi_seed.read_eval(folder) for folder in _REPORTS.value])
+    runs = [multi_seed.read_eval(folder) for folder in _REPORTS.value]
+    agg = multi_seed.aggregate(runs)
     methods, ratios = multi_seed.rows_and_ratios(agg)
     print(multi_seed.format_aggregate(agg, ratios, methods))
     if _BY.value:
-      print(category_table([multi_seed.read_eval(folder) for folder in _REPORTS.value]))
+      print(category_table(runs))
     return
   out = _OUT.value or os.path.join(os.path.dirname(config.workdir) or ".", "seeds")
   runs = []

@@ -84,8 +84,6 @@ def format_aggregate(agg: dict, ratios, methods) -> str:
   return "\n".join(lines)
 
 
-
-
 def category_runs(runs: list[dict], field: str, pools: dict[str, tuple[str, ...]] | None = None) -> dict:
   """{set: {"method@ratio": {category: (mean, std, n)}}} over runs, from each run's `by_category` table of
   `field` (e.g. "question_type"); `pools` adds named groups of categories, each run's accuracy over a group

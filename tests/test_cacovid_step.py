@@ -289,7 +289,8 @@ def test_warm_start_makes_the_question_attention_the_llms_first_layer():
   onto_visual = state["intermediates"]["layer_0"]["self_attn"]["__call__"][0][1]  # [B, H, L, N]
   n = T * P
   hidden = jnp.concatenate([batch["visual"].reshape(B, n, -1), question], axis=1)
-  q, k = layer_query_key(module, llm_params, hidden, jnp.broadcast_to(jnp.arange(hidden.shape[1]), (B, hidden.shape[1])), 0)
+  positions = jnp.broadcast_to(jnp.arange(hidden.shape[1]), (B, hidden.shape[1]))
+  q, k = layer_query_key(module, llm_params, hidden, positions, 0)
   k = jnp.repeat(k[:, :n], text.num_attention_heads // text.num_key_value_heads, axis=2)
   want = jnp.einsum("bjhd,bihd->bhji", q[:, n:], k) / np.sqrt(text.head_size)
   np.testing.assert_allclose(np.asarray(onto_visual), np.asarray(want), rtol=1e-4, atol=1e-4)

@@ -125,7 +125,8 @@ class CaCoVIDPolicy(nn.Module):
     kv = self.num_kv_heads or self.num_heads
     if self.num_heads % kv:
       raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={kv}.")
-    return Qwen2Config(vocab_size=1, hidden_size=width, intermediate_size=self.intermediate_size or self.mlp_ratio * width,
+    return Qwen2Config(vocab_size=1, hidden_size=width,
+                       intermediate_size=self.intermediate_size or self.mlp_ratio * width,
                        num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
                        num_key_value_heads=kv, rms_norm_eps=self.rms_norm_eps, rope_theta=self.rope_theta)
 

@@ -167,7 +167,8 @@ class CaCoVIDPolicy(nn.Module):
       # Padded question tokens are masked as keys; as queries their rows never reach a visual output.
       x, attn = PolicyDecoderLayer(cfg, n_visual=n if (self.question_attention and i == 0) else 0,
                                    name=f"layer_{i}")(x, cos, sin, valid)
-      onto_visual = attn if i == 0 else onto_visual
+      if i == 0:
+        onto_visual = attn
     vis = x[:, :n].reshape(b, t, p, width)
     norm = RMSNorm(self.rms_norm_eps, name="norm")
     token = HalvingHead(width, self.halvings, name="token_head")(norm(vis))

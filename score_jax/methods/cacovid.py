@@ -41,9 +41,9 @@ def warm_start(params: dict, policy: CaCoVIDPolicy, llm) -> dict:
   text = llm.cfg.text
   want = dict(hidden=None, num_heads=text.num_attention_heads, num_kv_heads=text.num_key_value_heads,
               intermediate_size=text.intermediate_size, rope_theta=text.rope_theta, rms_norm_eps=text.rms_norm_eps)
-  have = {name: getattr(policy, name) for name in want}
-  have["num_kv_heads"] = policy.num_kv_heads or policy.num_heads
-  have["intermediate_size"] = policy.intermediate_size or policy.mlp_ratio * (policy.hidden or text.hidden_size)
+  layer = policy.layer_config(policy.hidden or text.hidden_size)  # the policy's own rule for its layer's shape
+  have = dict(hidden=policy.hidden, num_heads=layer.num_attention_heads, num_kv_heads=layer.num_key_value_heads,
+              intermediate_size=layer.intermediate_size, rope_theta=layer.rope_theta, rms_norm_eps=layer.rms_norm_eps)
   wrong = {name: (have[name], value) for name, value in want.items() if have[name] != value}
   if wrong:
     raise ValueError("policy.init_from_llm needs the policy in the LLM's shape; set "
